@@ -1,0 +1,189 @@
+"""Where database passwords come from: RDS IAM tokens, Secrets Manager, or a static value.
+
+Every provider caches what it fetched and can be told that the server refused
+it (`invalidate`), so the next `get` fetches fresh. All are thread-safe: a pool
+opens connections from many threads at once, and only one of them should mint.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import boto3
+
+if TYPE_CHECKING:
+    from mypy_boto3_rds import RDSClient
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+
+    from .settings import Settings
+
+Clock = Callable[[], float]
+
+# RDS IAM tokens are valid for 15 minutes. Reuse one until a minute before it
+# expires: RDS throttles new IAM logins, and a token only matters at login.
+IAM_TOKEN_LIFETIME = 15 * 60
+IAM_TOKEN_REFRESH_MARGIN = 60
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A user name and password for one login attempt."""
+
+    user: str
+    password: str = field(repr=False)
+    # True when the value came from the provider's cache rather than its source,
+    # so a refused login is worth one retry with a fresh value.
+    cached: bool = False
+
+
+class CredentialProvider(Protocol):
+    """The seam between the engine's connect hook and wherever passwords live."""
+
+    def get(self) -> Credential:
+        """Return a credential, cached when still valid."""
+        ...
+
+    def invalidate(self) -> None:
+        """Forget the cached credential: the server refused it."""
+        ...
+
+
+class StaticPasswordProvider:
+    """A fixed user and password, for local development and tests."""
+
+    def __init__(self, user: str, password: str) -> None:
+        self._credential = Credential(user, password)
+
+    def get(self) -> Credential:
+        return self._credential
+
+    def invalidate(self) -> None:
+        """Nothing to refresh: a static password is what it is."""
+
+
+class IamTokenProvider:
+    """RDS IAM authentication tokens, minted with boto3 and reused until near expiry."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        user: str,
+        region: str,
+        client: RDSClient | None = None,
+        clock: Clock = time.time,
+        lifetime: float = IAM_TOKEN_LIFETIME,
+        refresh_margin: float = IAM_TOKEN_REFRESH_MARGIN,
+    ) -> None:
+        self.host, self.port, self.user, self.region = host, port, user, region
+        self._client = client
+        self._clock = clock
+        self._reuse_for = lifetime - refresh_margin
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._minted_at = 0.0
+        self.minted = 0  # tokens minted so far; tests and benchmarks read it
+
+    def get(self) -> Credential:
+        with self._lock:
+            now = self._clock()
+            if self._token is not None and now - self._minted_at < self._reuse_for:
+                return Credential(self.user, self._token, cached=True)
+            self._token = self._rds().generate_db_auth_token(
+                DBHostname=self.host, Port=self.port, DBUsername=self.user, Region=self.region
+            )
+            self._minted_at = now
+            self.minted += 1
+            return Credential(self.user, self._token)
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._token = None
+
+    def _rds(self) -> RDSClient:
+        # Created lazily: building a boto3 client costs tens of milliseconds of
+        # cold start, and a Lambda that never connects should not pay it.
+        if self._client is None:
+            self._client = boto3.client("rds", region_name=self.region)
+        return self._client
+
+
+class SecretsManagerProvider:
+    """A JSON secret ({"username", "password", ...}) from Secrets Manager, cached with a TTL."""
+
+    def __init__(
+        self,
+        *,
+        secret_id: str,
+        region: str | None,
+        client: SecretsManagerClient | None = None,
+        ttl: float = 300,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.secret_id, self.region = secret_id, region
+        self._client = client
+        self._ttl = ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._secret: dict[str, Any] | None = None
+        self._fetched_at = 0.0
+        self.fetches = 0
+
+    def get(self) -> Credential:
+        with self._lock:
+            cached = self._secret is not None and self._clock() - self._fetched_at < self._ttl
+            if not cached:
+                self._secret = self._fetch()
+                self._fetched_at = self._clock()
+            assert self._secret is not None
+            return Credential(self._secret["username"], self._secret["password"], cached=cached)
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._secret = None
+
+    def _fetch(self) -> dict[str, Any]:
+        if self._client is None:
+            self._client = boto3.client("secretsmanager", region_name=self.region)
+        response = self._client.get_secret_value(SecretId=self.secret_id)
+        self.fetches += 1
+        try:
+            secret = json.loads(response["SecretString"])
+            if not (
+                isinstance(secret.get("username"), str) and isinstance(secret.get("password"), str)
+            ):
+                raise ValueError
+        except (KeyError, ValueError):
+            # Say what is wrong with the secret's shape, never what is in it.
+            raise ValueError(
+                f"secret {self.secret_id} must be a JSON object with string "
+                f"'username' and 'password'"
+            ) from None
+        return dict(secret)
+
+
+def provider_for(settings: Settings, host: str) -> CredentialProvider:
+    """Build the provider that settings.auth names; IAM tokens are signed for `host`."""
+    if settings.auth == "password":
+        assert settings.user is not None
+        assert settings.password is not None
+        return StaticPasswordProvider(settings.user, settings.password)
+    if settings.auth == "secret":
+        assert settings.secret_id is not None
+        return SecretsManagerProvider(
+            secret_id=settings.secret_id, region=settings.region, ttl=settings.secret_ttl
+        )
+    assert settings.user is not None
+    assert settings.region is not None
+    return IamTokenProvider(
+        host=settings.iam_host or host,
+        port=settings.port,
+        user=settings.user,
+        region=settings.region,
+    )

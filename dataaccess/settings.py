@@ -1,0 +1,188 @@
+"""Environment variables, read once into a typed, immutable settings object.
+
+The variable names are a contract shared with the CloudFormation templates, the
+deploy script and the tests; `ENV_VARS` lists every one of them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, cast
+
+AuthMode = Literal["iam", "secret", "password"]
+AUTH_MODES: tuple[AuthMode, ...] = ("iam", "secret", "password")
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+# Every variable Settings.from_env reads, in the order the README documents them.
+ENV_VARS: tuple[str, ...] = (
+    "DB_HOST",
+    "DB_PORT",
+    "DB_NAME",
+    "DB_USER",
+    "DB_AUTH",
+    "DB_SECRET_ID",
+    "DB_PASSWORD",
+    "DB_REGION",
+    "DB_READER_HOST",
+    "DB_IAM_HOST",
+    "DB_SSLMODE",
+    "DB_SSLROOTCERT",
+    "DB_POOL_SIZE",
+    "DB_MAX_OVERFLOW",
+    "DB_POOL_RECYCLE",
+    "DB_CONNECT_TIMEOUT",
+    "DB_STATEMENT_TIMEOUT_MS",
+    "DB_APPLICATION_NAME",
+    "DB_SECRET_TTL",
+    "DB_IAM_USER",
+)
+
+
+class SettingsError(ValueError):
+    """A configuration variable is missing or invalid; the message names it."""
+
+
+@dataclass(frozen=True, repr=False)
+class Settings:
+    """Connection settings for the writer (and optional reader) endpoint."""
+
+    host: str
+    name: str
+    user: str | None = None
+    port: int = 5432
+    auth: AuthMode = "iam"
+    secret_id: str | None = None
+    password: str | None = None
+    region: str | None = None
+    reader_host: str | None = None
+    iam_host: str | None = None
+    sslmode: str = "verify-full"
+    sslrootcert: str | None = None
+    pool_size: int = 5
+    max_overflow: int = 5
+    pool_recycle: int = 1800
+    connect_timeout: int = 5
+    statement_timeout_ms: int = 30_000
+    application_name: str = "dataaccess"
+    secret_ttl: int = 300
+    iam_user: str = "app_iam"
+    in_lambda: bool = False
+
+    def __repr__(self) -> str:
+        # Never show the password, even in a traceback or a debug log.
+        shown = {k: v for k, v in self.__dict__.items() if k != "password"}
+        shown["password"] = "***" if self.password else None
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate the DB_* variables; raise SettingsError naming the bad one."""
+        env = _Env(os.environ if environ is None else environ)
+        auth = env.choice("DB_AUTH", AUTH_MODES, "iam")
+        sslmode = env.choice("DB_SSLMODE", SSL_MODES, "verify-full")
+        return cls(
+            host=env.required("DB_HOST"),
+            name=env.required("DB_NAME"),
+            user=env.required("DB_USER") if auth != "secret" else env.optional("DB_USER"),
+            port=env.integer("DB_PORT", 5432, low=1, high=65535),
+            auth=cast(AuthMode, auth),
+            secret_id=env.required("DB_SECRET_ID") if auth == "secret" else None,
+            password=env.required("DB_PASSWORD") if auth == "password" else None,
+            region=_region(env, required=auth in ("iam", "secret")),
+            reader_host=env.optional("DB_READER_HOST"),
+            iam_host=env.optional("DB_IAM_HOST"),
+            sslmode=sslmode,
+            sslrootcert=env.sslrootcert(required=sslmode in ("verify-ca", "verify-full")),
+            pool_size=env.integer("DB_POOL_SIZE", 5, low=1, high=100),
+            max_overflow=env.integer("DB_MAX_OVERFLOW", 5, low=0, high=100),
+            pool_recycle=env.integer("DB_POOL_RECYCLE", 1800, low=-1, high=86_400),
+            connect_timeout=env.integer("DB_CONNECT_TIMEOUT", 5, low=1, high=300),
+            statement_timeout_ms=env.integer("DB_STATEMENT_TIMEOUT_MS", 30_000, low=0),
+            application_name=env.text("DB_APPLICATION_NAME", "dataaccess", max_len=63),
+            secret_ttl=env.integer("DB_SECRET_TTL", 300, low=0, high=86_400),
+            iam_user=env.identifier("DB_IAM_USER", "app_iam"),
+            in_lambda=bool(env.optional("AWS_LAMBDA_FUNCTION_NAME")),
+        )
+
+
+def iam_login_role(environ: Mapping[str, str] | None = None) -> str:
+    """DB_IAM_USER alone (default app_iam): what migrations need without a full Settings."""
+    return _Env(os.environ if environ is None else environ).identifier("DB_IAM_USER", "app_iam")
+
+
+def _region(env: _Env, *, required: bool) -> str | None:
+    region = env.optional("DB_REGION") or env.optional("AWS_REGION")
+    if region is None:
+        region = env.optional("AWS_DEFAULT_REGION")
+    if required and region is None:
+        raise SettingsError("DB_REGION is required for DB_AUTH=iam or secret (or set AWS_REGION)")
+    return region
+
+
+class _Env:
+    """Typed reads of one environment mapping; every error names its variable."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def optional(self, name: str) -> str | None:
+        value = self._environ.get(name, "").strip()
+        return value or None
+
+    def required(self, name: str) -> str:
+        value = self.optional(name)
+        if value is None:
+            raise SettingsError(f"{name} is required but not set")
+        return value
+
+    def text(self, name: str, default: str, *, max_len: int) -> str:
+        value = self.optional(name) or default
+        if len(value) > max_len:
+            raise SettingsError(f"{name} must be at most {max_len} characters")
+        return value
+
+    def choice(self, name: str, allowed: tuple[str, ...], default: str) -> str:
+        value = (self.optional(name) or default).lower()
+        if value not in allowed:
+            raise SettingsError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        return value
+
+    def integer(self, name: str, default: int, *, low: int = 0, high: int | None = None) -> int:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be an integer; got {raw!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise SettingsError(f"{name} must be {bound}; got {value}")
+        return value
+
+    def identifier(self, name: str, default: str) -> str:
+        value = self.optional(name) or default
+        # Role names end up in DDL (quoted), but keep them boring so they
+        # survive every tool that handles them unquoted.
+        if not (value.replace("_", "a").isalnum() and value[0].isalpha() and len(value) <= 63):
+            raise SettingsError(
+                f"{name} must be a PostgreSQL role name: a letter, then letters, digits "
+                f"or underscores, at most 63 characters; got {value!r}"
+            )
+        return value
+
+    def sslrootcert(self, *, required: bool) -> str | None:
+        value = self.optional("DB_SSLROOTCERT")
+        if value is None:
+            if required:
+                raise SettingsError(
+                    "DB_SSLROOTCERT is required when DB_SSLMODE is verify-ca or verify-full "
+                    "(path to the RDS CA bundle)"
+                )
+            return None
+        if not Path(value).is_file():
+            raise SettingsError(f"DB_SSLROOTCERT names a file that does not exist: {value}")
+        return value

@@ -1,0 +1,208 @@
+"""A throwaway local PostgreSQL cluster for `make run`, the tests and the benchmarks.
+
+PostgreSQL refuses to run as root, so when this runs as root the server runs
+as an unprivileged OS user (`postgres` when it exists, else `nobody`; override
+with LOCALPG_OS_USER). TCP logins need a SCRAM password (`scram-sha-256` in
+pg_hba.conf) so that credential tests prove something; the superuser's
+password is random per cluster and kept in the data folder, readable by its
+owner only.
+
+    python scripts/localpg.py start [--dir DIR] [--port N]   # prints a DSN
+    python scripts/localpg.py stop  [--dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+SUPERUSER = "postgres"
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / ".localpg"
+
+
+def pg_bindir() -> Path:
+    """Where initdb and pg_ctl live: PG_BINDIR, else pg_config --bindir, else PATH."""
+    if os.environ.get("PG_BINDIR"):
+        return Path(os.environ["PG_BINDIR"])
+    if shutil.which("pg_config"):
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True)
+        candidate = Path(out.stdout.strip())
+        if (candidate / "initdb").exists():
+            return candidate
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(initdb).parent
+    # Debian keeps the server binaries off PATH.
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if found:
+        return found[-1].parent
+    raise RuntimeError("PostgreSQL server binaries not found: install postgresql or set PG_BINDIR")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LocalPostgres:
+    """One cluster in `datadir`, listening on 127.0.0.1:`port` only."""
+
+    root: Path
+    port: int
+    password: str = ""
+
+    def __post_init__(self) -> None:
+        self.root = self.root.resolve()
+
+    @property
+    def datadir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def user(self) -> str:
+        return SUPERUSER
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        return (
+            f"host={self.host} port={self.port} user={self.user} "
+            f"password={self.password} dbname={dbname}"
+        )
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> LocalPostgres:
+        """initdb when needed, then start the server and wait until it accepts logins."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        pwfile = self.root / "superuser.password"
+        if not (self.datadir / "PG_VERSION").exists():
+            self._initdb(pwfile)
+        self.password = pwfile.read_text().strip()
+        if self.running():
+            self.stop()  # left over from a killed run: restart on our port
+        log = self.root / "server.log"
+        self._as_owner(
+            str(pg_bindir() / "pg_ctl"),
+            "start",
+            "--wait",
+            "--timeout=60",
+            f"--pgdata={self.datadir}",
+            f"--log={log}",
+            "--options",
+            f"-p {self.port} -c listen_addresses=127.0.0.1 "
+            f"-c unix_socket_directories='{self.root}' -c max_connections=200 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+        )
+        return self
+
+    def stop(self) -> None:
+        """Stop the server quickly (idempotent)."""
+        if self.running():
+            self._as_owner(
+                str(pg_bindir() / "pg_ctl"),
+                "stop",
+                "--wait",
+                "--mode=fast",
+                f"--pgdata={self.datadir}",
+                check=False,
+            )
+
+    def running(self) -> bool:
+        return (self.datadir / "postmaster.pid").exists()
+
+    def _initdb(self, pwfile: Path) -> None:
+        if self.datadir.exists():
+            shutil.rmtree(self.datadir)
+        password = secrets.token_urlsafe(24)
+        pwfile.write_text(password + "\n")
+        pwfile.chmod(0o600)
+        owner = _server_os_user()
+        if owner is not None:
+            # The server's OS user must own the data folder and read the password file once.
+            shutil.chown(self.root, owner.pw_uid, owner.pw_gid)
+            shutil.chown(pwfile, owner.pw_uid, owner.pw_gid)
+        self._as_owner(
+            str(pg_bindir() / "initdb"),
+            f"--pgdata={self.datadir}",
+            f"--username={SUPERUSER}",
+            f"--pwfile={pwfile}",
+            "--auth-local=scram-sha-256",
+            "--auth-host=scram-sha-256",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
+
+    def _as_owner(self, *cmd: str, check: bool = True) -> None:
+        owner = _server_os_user()
+        argv = list(cmd) if owner is None else ["runuser", "-u", owner.pw_name, "--", *cmd]
+        result = subprocess.run(argv, capture_output=True, text=True, check=False, cwd="/")
+        if check and result.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd[:2])} failed:\n{result.stdout}{result.stderr}")
+
+
+def _server_os_user() -> pwd.struct_passwd | None:
+    """The unprivileged user to run the server as, or None when we are not root."""
+    if os.geteuid() != 0:
+        return None
+    name = os.environ.get("LOCALPG_OS_USER")
+    for candidate in [name] if name else ["postgres", "nobody"]:
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(candidate)
+    raise RuntimeError(f"no unprivileged OS user to run PostgreSQL as (tried {candidate})")
+
+
+def usable_root(preferred: Path) -> Path:
+    """`preferred`, unless the server's OS user cannot reach it; then a fresh temp folder.
+
+    As root, the server runs as another user, which needs to traverse every
+    parent folder: a checkout under a 0700 folder (e.g. from mktemp -d) fails that.
+    """
+    owner = _server_os_user()
+    if owner is None:
+        return preferred
+    preferred.mkdir(parents=True, exist_ok=True)
+    probe = subprocess.run(
+        ["runuser", "-u", owner.pw_name, "--", "test", "-x", str(preferred)], check=False
+    )
+    if probe.returncode == 0:
+        return preferred
+    fallback = Path(tempfile.mkdtemp(prefix="localpg-"))
+    shutil.chown(fallback, owner.pw_uid, owner.pw_gid)
+    print(f"note: {preferred} is not reachable by OS user {owner.pw_name}; using {fallback}")
+    return fallback
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=["start", "stop"])
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="cluster folder")
+    parser.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
+    args = parser.parse_args(argv)
+    cluster = LocalPostgres(usable_root(args.dir), args.port or free_port())
+    if args.action == "stop":
+        cluster.stop()
+        return 0
+    cluster.start()
+    print(f"started in {cluster.root} on {cluster.host}:{cluster.port}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
