@@ -3,6 +3,7 @@ with Alembic into a template database; every test gets a fresh copy of it."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -38,7 +39,8 @@ class Cluster:
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[Cluster]:
     """Start a cluster (as an unprivileged OS user when root) and stop it at the end."""
-    root = usable_root(Path(__file__).resolve().parent.parent / ".localpg" / "tests")
+    # One folder per run: several runs (developers, CI, benchmarks) may share a checkout.
+    root = usable_root(Path(__file__).resolve().parent.parent / ".localpg" / f"tests-{os.getpid()}")
     server = LocalPostgres(root, free_port())
     try:
         server.start()
