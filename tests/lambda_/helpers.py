@@ -1,0 +1,103 @@
+"""Helpers for the Lambda tests: a fake context, recorded events, fresh handler modules."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from dataaccess import Database, Settings, services
+
+REPO = Path(__file__).resolve().parents[2]
+HANDLER_PATH = REPO / "lambda" / "handler.py"
+EVENTS = REPO / "tests" / "events"
+# The products the recorded SQS batch moves (SKU-NOPE stays unknown on purpose).
+SEEDED_STOCK = {"SKU-RED": 5, "SKU-BLUE": 5}
+
+
+@dataclass
+class FakeLambdaContext:
+    """What Powertools reads from the real LambdaContext."""
+
+    function_name: str = "stock-events-test"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:eu-west-1:123456789012:function:stock-events-test"
+    aws_request_id: str = "52fdfc07-2182-454f-963f-5f0f9a621d72"
+    function_version: str = "$LATEST"
+    log_group_name: str = "/aws/lambda/stock-events-test"
+    log_stream_name: str = "2024/06/03/[$LATEST]abcdef"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+def load_event(name: str) -> dict[str, Any]:
+    """A recorded event from tests/events/."""
+    return json.loads((EVENTS / name).read_text())
+
+
+def load_handler_module() -> ModuleType:
+    """Import lambda/handler.py afresh under a unique name: a new execution environment."""
+    name = f"lambda_handler_{secrets.token_hex(4)}"
+    spec = importlib.util.spec_from_file_location(name, HANDLER_PATH)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def lambda_env(settings: Settings) -> dict[str, str]:
+    """The environment a deployed function would have, pointing at `settings`' database."""
+    assert settings.password is not None
+    return {
+        "AWS_LAMBDA_FUNCTION_NAME": "stock-events-test",
+        "DB_HOST": settings.host,
+        "DB_PORT": str(settings.port),
+        "DB_NAME": settings.name,
+        "DB_USER": settings.user or "",
+        "DB_AUTH": "password",
+        "DB_PASSWORD": settings.password,
+        "DB_SSLMODE": "disable",
+        "DB_APPLICATION_NAME": f"lambda-test-{secrets.token_hex(4)}",
+    }
+
+
+def sqs_event(*bodies: str) -> dict[str, Any]:
+    """An SQS batch with these bodies, shaped like the recorded one."""
+    template = load_event("sqs_stock_events.json")["Records"][0]
+    return {
+        "Records": [
+            {**template, "messageId": f"msg-{i:04d}", "body": body} for i, body in enumerate(bodies)
+        ]
+    }
+
+
+def stock_body(event_id: str, sku: str, delta: int, reason: str = "restock") -> str:
+    """A well-formed stock event body."""
+    return json.dumps(
+        {
+            "event_id": event_id,
+            "sku": sku,
+            "delta": delta,
+            "reason": reason,
+            "occurred_at": "2024-06-03T08:00:00+00:00",
+        }
+    )
+
+
+def stock(db: Database, sku: str) -> int:
+    """Current stock of one product, read on the writer."""
+    with db.unit_of_work() as uow:
+        return services.get_product(uow, sku).stock
+
+
+def failed_ids(response: dict[str, Any]) -> list[str]:
+    """The message ids a partial batch response asks SQS to redeliver."""
+    return sorted(item["itemIdentifier"] for item in response["batchItemFailures"])
