@@ -1,0 +1,48 @@
+"""The Flask API on ECS: an app factory over the shared dataaccess package.
+
+gunicorn -c api/gunicorn.conf.py 'api:create_app()'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from dataaccess import Database, Settings
+
+from . import customers, db, health, jsonbody, openapi, orders, problems, products, requestlog
+
+
+def create_app(
+    test_config: Mapping[str, Any] | None = None, *, settings: Settings | None = None
+) -> Flask:
+    """Build the app and its Database once.
+
+    The database comes from `test_config["DATABASE"]` (a ready Database, which
+    the caller disposes), else from `settings`, else from the DB_* environment.
+    """
+    app = Flask(__name__)
+    app.config.from_mapping(
+        MAX_CONTENT_LENGTH=jsonbody.MAX_BODY_BYTES,
+        # Responses are JSON documents for programs; keep the declared order.
+        JSON_SORT_KEYS=False,
+    )
+    if test_config is not None:
+        app.config.from_mapping(test_config)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    database = app.config.get("DATABASE")
+    if database is None:
+        database = Database.from_settings(settings or Settings.from_env())
+    db.init_app(app, database)
+
+    requestlog.configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
+    requestlog.init_app(app)
+    jsonbody.init_app(app)
+    problems.register(app)
+    for blueprint in (health.bp, customers.bp, products.bp, orders.bp, openapi.bp):
+        app.register_blueprint(blueprint)
+    return app

@@ -1,0 +1,39 @@
+"""POST /customers, GET /customers/<id>."""
+
+from __future__ import annotations
+
+from flask import Blueprint, request
+from spectree import Response as Responses
+
+from dataaccess import services
+from dataaccess.models import Customer
+
+from .db import get_uow
+from .openapi import spec
+from .schemas import MAX_BIGINT, CustomerIn, CustomerOut, Problem
+
+bp = Blueprint("customers", __name__, url_prefix="/customers")
+
+
+def customer_out(customer: Customer) -> CustomerOut:
+    return CustomerOut(
+        id=customer.id, email=customer.email, name=customer.name, created_at=customer.created_at
+    )
+
+
+@bp.post("")
+@spec.validate(
+    json=CustomerIn, resp=Responses(HTTP_201=CustomerOut, HTTP_409=Problem), tags=["customers"]
+)
+def create_customer() -> tuple[CustomerOut, int, dict[str, str]]:
+    """Create a customer; the email is unique (case-insensitive)."""
+    body: CustomerIn = request.context.json  # type: ignore[attr-defined]
+    customer = services.create_customer(get_uow(), email=body.email, name=body.name)
+    return customer_out(customer), 201, {"Location": f"/customers/{customer.id}"}
+
+
+@bp.get(f"/<int(min=1, max={MAX_BIGINT}):customer_id>")
+@spec.validate(resp=Responses(HTTP_200=CustomerOut, HTTP_404=Problem), tags=["customers"])
+def get_customer(customer_id: int) -> CustomerOut:
+    """One customer by id."""
+    return customer_out(services.get_customer(get_uow(), customer_id))

@@ -1,0 +1,96 @@
+"""Fixtures for the API: the app on this test's migrated database, its clients, a live server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+
+from api import create_app
+from dataaccess import Database, Settings
+from scripts.localpg import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def app(db: Database) -> Flask:
+    """The app, on this test's fresh database as the least-privilege role."""
+    return create_app({"TESTING": True, "DATABASE": db})
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """A test client for the app."""
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    """A test runner for the app's Click commands."""
+    return app.test_cli_runner()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The DB_* variables that give `settings` back through Settings.from_env."""
+    assert settings.user is not None
+    assert settings.password is not None
+    return {
+        "DB_HOST": settings.host,
+        "DB_PORT": str(settings.port),
+        "DB_NAME": settings.name,
+        "DB_USER": settings.user,
+        "DB_AUTH": "password",
+        "DB_PASSWORD": settings.password,
+        "DB_SSLMODE": "disable",
+    }
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Poll `url` until it answers 200; fail early if the process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback)
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail(f"{url} not ready after {timeout} s")
+
+
+@pytest.fixture
+def live_server(app_settings: Settings) -> Iterator[str]:
+    """Gunicorn serving the API (as in the container) on this test's database; its base URL."""
+    port = free_port()
+    env = {
+        **os.environ,
+        **settings_env(app_settings),
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "2",
+        "GUNICORN_THREADS": "8",
+        "LOG_LEVEL": "warning",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "api/gunicorn.conf.py", "api:create_app()"],
+        cwd=REPO,
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(f"{base}/readyz", proc)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
