@@ -156,7 +156,9 @@ class SecretsManagerProvider:
         try:
             secret = json.loads(response["SecretString"])
             if not (
-                isinstance(secret.get("username"), str) and isinstance(secret.get("password"), str)
+                isinstance(secret, dict)
+                and isinstance(secret.get("username"), str)
+                and isinstance(secret.get("password"), str)
             ):
                 raise ValueError
         except (KeyError, ValueError):

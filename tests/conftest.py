@@ -95,3 +95,25 @@ def db(app_settings: Settings) -> Iterator[Database]:
     database = Database.from_settings(app_settings)
     yield database
     database.dispose()
+
+
+@pytest.fixture
+def admin(postgresql: Connection) -> Connection:
+    """A superuser psycopg connection to this test's database, in autocommit."""
+    postgresql.autocommit = True
+    return postgresql
+
+
+@pytest.fixture
+def login_role(admin: Connection) -> Iterator[str]:
+    """A throwaway login role with the app role's privileges; each test sets its password."""
+    name = f"login_{secrets.token_hex(4)}"
+    admin.execute(f'CREATE ROLE "{name}" LOGIN IN ROLE {APP_ROLE}')
+    yield name
+    admin.execute(f'DROP ROLE IF EXISTS "{name}"')
+
+
+def set_role_password(admin: Connection, role: str, password: str) -> None:
+    """What a server-side rotation does: the role accepts only the new password."""
+    literal = password.replace("'", "''")
+    admin.execute(f"ALTER ROLE \"{role}\" PASSWORD '{literal}'")

@@ -1,0 +1,130 @@
+"""Credential providers: caching, expiry and invalidation, with moto for AWS (no database)."""
+
+import json
+import threading
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from dataaccess.credentials import (
+    IAM_TOKEN_LIFETIME,
+    IAM_TOKEN_REFRESH_MARGIN,
+    IamTokenProvider,
+    SecretsManagerProvider,
+    StaticPasswordProvider,
+)
+
+REGION = "eu-west-1"
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def aws():
+    with mock_aws():
+        yield
+
+
+def iam_provider(clock):
+    return IamTokenProvider(
+        host="db.example", port=5432, user="app_iam", region=REGION, clock=clock
+    )
+
+
+@pytest.mark.usefixtures("aws")
+def test_iam_token_is_reused_until_near_expiry_then_reminted():
+    clock = FakeClock()
+    provider = iam_provider(clock)
+    first = provider.get()
+    assert not first.cached
+    assert "db.example:5432" in first.password
+    assert "DBUser=app_iam" in first.password
+    clock.now += IAM_TOKEN_LIFETIME - IAM_TOKEN_REFRESH_MARGIN - 1
+    again = provider.get()
+    assert again.cached
+    assert again.password == first.password
+    assert provider.minted == 1
+    clock.now += 1
+    assert not provider.get().cached
+    assert provider.minted == 2
+
+
+@pytest.mark.usefixtures("aws")
+def test_invalidate_forces_a_fresh_token():
+    provider = iam_provider(FakeClock())
+    provider.get()
+    provider.invalidate()
+    assert not provider.get().cached
+    assert provider.minted == 2
+
+
+@pytest.mark.usefixtures("aws")
+def test_many_threads_share_one_minted_token():
+    provider = iam_provider(FakeClock())
+    barrier = threading.Barrier(16)
+    tokens = []
+
+    def worker():
+        barrier.wait()
+        tokens.append(provider.get().password)
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(tokens)) == 1
+    assert provider.minted == 1
+
+
+def test_token_never_shows_in_a_credential_repr():
+    cred = StaticPasswordProvider("u", "s3cret-value").get()
+    assert "s3cret-value" not in repr(cred)
+
+
+@pytest.fixture
+def secret(aws):
+    client = boto3.client("secretsmanager", region_name=REGION)
+    arn = client.create_secret(
+        Name="db/master", SecretString=json.dumps({"username": "master", "password": "one"})
+    )["ARN"]
+    return client, arn
+
+
+def test_secret_is_cached_for_its_ttl(secret):
+    client, arn = secret
+    clock = FakeClock()
+    provider = SecretsManagerProvider(secret_id=arn, region=REGION, ttl=60, clock=clock)
+    assert provider.get().password == "one"
+    client.put_secret_value(SecretId=arn, SecretString='{"username":"master","password":"two"}')
+    assert provider.get().password == "one"  # still cached
+    assert provider.get().cached
+    clock.now += 60
+    assert provider.get().password == "two"
+    assert provider.fetches == 2
+
+
+def test_invalidated_secret_is_read_again(secret):
+    client, arn = secret
+    provider = SecretsManagerProvider(secret_id=arn, region=REGION, ttl=3600)
+    provider.get()
+    client.put_secret_value(SecretId=arn, SecretString='{"username":"master","password":"two"}')
+    provider.invalidate()
+    assert provider.get().password == "two"
+
+
+@pytest.mark.parametrize("body", ["not json", '{"username": "u"}', '["u", "p"]'])
+def test_malformed_secret_is_refused_without_echoing_it(secret, body):
+    client, _ = secret
+    arn = client.create_secret(Name="db/bad", SecretString=body)["ARN"]
+    provider = SecretsManagerProvider(secret_id=arn, region=REGION)
+    with pytest.raises(ValueError, match="must be a JSON object") as caught:
+        provider.get()
+    assert body not in str(caught.value)

@@ -1,0 +1,39 @@
+"""Engine factory: pool policy per runtime and credentials kept out of the URL (no database)."""
+
+from sqlalchemy.pool import QueuePool
+
+from dataaccess import Settings, create_engine
+
+ENV = {
+    "DB_HOST": "writer.example",
+    "DB_NAME": "app",
+    "DB_USER": "app",
+    "DB_AUTH": "password",
+    "DB_PASSWORD": "pw-not-in-url",
+    "DB_SSLMODE": "require",
+    "DB_POOL_SIZE": "7",
+    "DB_MAX_OVERFLOW": "3",
+}
+
+
+def test_ecs_gets_the_configured_pool_with_pre_ping():
+    engine = create_engine(Settings.from_env(ENV))
+    assert isinstance(engine.pool, QueuePool)
+    assert engine.pool.size() == 7
+    assert engine.pool._max_overflow == 3
+    assert engine.pool._pre_ping
+
+
+def test_lambda_gets_one_pinged_connection_and_no_overflow():
+    engine = create_engine(Settings.from_env({**ENV, "AWS_LAMBDA_FUNCTION_NAME": "fn"}))
+    assert engine.pool.size() == 1
+    assert engine.pool._max_overflow == 0
+    assert engine.pool._pre_ping
+
+
+def test_credentials_never_enter_the_url():
+    engine = create_engine(Settings.from_env(ENV))
+    rendered = engine.url.render_as_string(hide_password=False)
+    assert "pw-not-in-url" not in rendered
+    assert engine.url.username is None
+    assert "pw-not-in-url" not in repr(engine)

@@ -1,0 +1,91 @@
+"""Settings.from_env: defaults, and one clear error per bad variable (no database)."""
+
+import pytest
+
+from dataaccess import Settings, SettingsError
+
+BASE = {
+    "DB_HOST": "writer.example",
+    "DB_NAME": "app",
+    "DB_USER": "app_iam",
+    "DB_REGION": "eu-west-1",
+    "DB_SSLMODE": "require",
+}
+
+
+def env(**overrides):
+    merged = {**BASE, **overrides}
+    return {k: v for k, v in merged.items() if v is not None}
+
+
+def test_defaults_are_production_shaped():
+    settings = Settings.from_env(env(DB_SSLMODE=None, DB_SSLROOTCERT=__file__))
+    assert settings.auth == "iam"
+    assert settings.sslmode == "verify-full"
+    assert settings.port == 5432
+    assert (settings.pool_size, settings.max_overflow) == (5, 5)
+    assert settings.iam_user == "app_iam"
+    assert settings.in_lambda is False
+
+
+def test_region_falls_back_to_aws_region():
+    settings = Settings.from_env(env(DB_REGION=None, AWS_REGION="ap-northeast-1"))
+    assert settings.region == "ap-northeast-1"
+
+
+def test_lambda_is_detected_from_its_environment():
+    assert Settings.from_env(env(AWS_LAMBDA_FUNCTION_NAME="stock-events")).in_lambda
+
+
+def test_password_never_shows_in_repr():
+    settings = Settings.from_env(env(DB_AUTH="password", DB_PASSWORD="hunter2-secret"))
+    assert "hunter2-secret" not in repr(settings)
+    assert "***" in repr(settings)
+
+
+def test_secret_mode_takes_the_user_from_the_secret():
+    settings = Settings.from_env(env(DB_AUTH="secret", DB_USER=None, DB_SECRET_ID="arn:secret"))
+    assert settings.user is None
+    assert settings.secret_id == "arn:secret"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "variable"),
+    [
+        ({"DB_HOST": None}, "DB_HOST"),
+        ({"DB_HOST": "   "}, "DB_HOST"),
+        ({"DB_NAME": None}, "DB_NAME"),
+        ({"DB_USER": None}, "DB_USER"),
+        ({"DB_AUTH": "kerberos"}, "DB_AUTH"),
+        ({"DB_AUTH": "secret"}, "DB_SECRET_ID"),
+        ({"DB_AUTH": "password"}, "DB_PASSWORD"),
+        ({"DB_REGION": None}, "DB_REGION"),
+        ({"DB_PORT": "fivefourthreetwo"}, "DB_PORT"),
+        ({"DB_PORT": "70000"}, "DB_PORT"),
+        ({"DB_SSLMODE": "sometimes"}, "DB_SSLMODE"),
+        ({"DB_SSLMODE": "verify-full"}, "DB_SSLROOTCERT"),
+        ({"DB_SSLMODE": "verify-ca", "DB_SSLROOTCERT": "/no/such/bundle.pem"}, "DB_SSLROOTCERT"),
+        ({"DB_POOL_SIZE": "0"}, "DB_POOL_SIZE"),
+        ({"DB_POOL_SIZE": "many"}, "DB_POOL_SIZE"),
+        ({"DB_MAX_OVERFLOW": "-1"}, "DB_MAX_OVERFLOW"),
+        ({"DB_POOL_RECYCLE": "1.5"}, "DB_POOL_RECYCLE"),
+        ({"DB_CONNECT_TIMEOUT": "0"}, "DB_CONNECT_TIMEOUT"),
+        ({"DB_STATEMENT_TIMEOUT_MS": "-5"}, "DB_STATEMENT_TIMEOUT_MS"),
+        ({"DB_APPLICATION_NAME": "x" * 64}, "DB_APPLICATION_NAME"),
+        ({"DB_SECRET_TTL": "forever"}, "DB_SECRET_TTL"),
+        ({"DB_IAM_USER": "app-iam; DROP ROLE x"}, "DB_IAM_USER"),
+        ({"DB_IAM_USER": "1app"}, "DB_IAM_USER"),
+    ],
+)
+def test_each_bad_variable_is_named_in_one_clear_error(overrides, variable):
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env(**overrides))
+    message = str(caught.value)
+    assert message.startswith(variable), message
+    assert "\n" not in message
+
+
+def test_settings_are_immutable():
+    settings = Settings.from_env(env())
+    with pytest.raises(AttributeError):
+        settings.host = "elsewhere"  # type: ignore[misc]
