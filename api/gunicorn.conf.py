@@ -26,3 +26,6 @@ worker_tmp_dir = _SHM if os.path.isdir(_SHM) else None
 # No preload: each worker builds its own app and engine, so no pooled
 # connection is ever shared across a fork.
 preload_app = False
+# Gunicorn's runtime control socket is one fixed path per user: several
+# servers on one machine (tests, make run) would fight over it, and nothing here uses it.
+control_socket_disable = True

@@ -1,0 +1,195 @@
+"""`make run`: a throwaway local PostgreSQL, migrated and seeded, and the API on 127.0.0.1.
+
+The cluster lives in .localpg/run (git-ignored) and is reused by the next run;
+a folder that will not start is recreated. The API runs under gunicorn, as in
+the container, logged in as the least-privilege application role with a
+password that is new every run. Ctrl-C stops the API, then the database.
+
+    python -m scripts.run_local [--port 8000] [--dir .localpg/run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from types import FrameType
+
+import psycopg2
+from psycopg2 import sql
+
+from dataaccess import Database, Settings, services
+from dataaccess.errors import AlreadyExistsError
+from scripts.devdb import APP_ROLE, local_settings, migrate, set_password
+from scripts.localpg import LocalPostgres, free_port, usable_root
+
+REPO = Path(__file__).resolve().parent.parent
+
+DB_NAME = "inventory"
+SEED_CUSTOMERS = [("ada@example.com", "Ada Lovelace"), ("alan@example.com", "Alan Turing")]
+SEED_PRODUCTS = [
+    ("WIDGET-1", "Widget", 250, 100),
+    ("GADGET-1", "Gadget", 1999, 25),
+    ("GIZMO-1", "Gizmo", 500, 3),
+]
+
+
+def start_cluster(root: Path) -> LocalPostgres:
+    """Start the cluster in `root`; recreate the folder once if it will not start."""
+    cluster = LocalPostgres(usable_root(root), free_port())
+    try:
+        return cluster.start()
+    except RuntimeError as exc:
+        print(f"note: the cluster in {cluster.root} did not start ({exc}); recreating it")
+        cluster.stop()
+        shutil.rmtree(cluster.root / "data", ignore_errors=True)
+        return cluster.start()
+
+
+def ensure_database(cluster: LocalPostgres, name: str) -> None:
+    conn = psycopg2.connect(cluster.dsn())
+    try:
+        conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone() is None:
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    finally:
+        conn.close()
+
+
+def seed(admin: Settings) -> None:
+    """A few customers and products; what exists already is left as it is."""
+    database = Database.from_settings(admin)
+    try:
+        for email, name in SEED_CUSTOMERS:
+            with database.unit_of_work() as uow, contextlib.suppress(AlreadyExistsError):
+                services.create_customer(uow, email=email, name=name)
+        for sku, name, price, stock in SEED_PRODUCTS:
+            with database.unit_of_work() as uow, contextlib.suppress(AlreadyExistsError):
+                services.create_product(uow, sku=sku, name=name, price_cents=price, stock=stock)
+    finally:
+        database.dispose()
+
+
+def first_customer_id(admin: Settings) -> int:
+    conn = psycopg2.connect(
+        host=admin.host,
+        port=admin.port,
+        dbname=admin.name,
+        user=admin.user,
+        password=admin.password,
+    )
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT min(id) FROM customers")
+            row = cur.fetchone()
+            return int(row[0]) if row and row[0] is not None else 1
+    finally:
+        conn.close()
+
+
+def serve(cluster: LocalPostgres, port: int, password: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DB_HOST": cluster.host,
+        "DB_PORT": str(cluster.port),
+        "DB_NAME": DB_NAME,
+        "DB_USER": APP_ROLE,
+        "DB_AUTH": "password",
+        "DB_PASSWORD": password,
+        "DB_SSLMODE": "disable",
+        "DB_APPLICATION_NAME": "api-local",
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "api/gunicorn.conf.py", "api:create_app()"],
+        cwd=REPO,
+        env=env,
+    )
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback)
+                if response.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+def banner(base: str, customer_id: int) -> str:
+    return f"""
+API ready on {base}   (Ctrl-C stops the API and the database)
+
+  curl -s {base}/products
+  curl -s -X POST {base}/orders -H 'Content-Type: application/json' \\
+       -H 'Idempotency-Key: demo-1' \\
+       -d '{{"customer_id": {customer_id}, "lines": [{{"sku": "WIDGET-1", "quantity": 2}}]}}'
+
+OpenAPI document: {base}/openapi.json
+"""
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument("--dir", type=Path, default=REPO / ".localpg" / "run")
+    args = parser.parse_args(argv)
+    # SIGTERM (e.g. from a supervisor or a test) cleans up like Ctrl-C does.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+    cluster = start_cluster(args.dir)
+    api: subprocess.Popen[bytes] | None = None
+    try:
+        ensure_database(cluster, DB_NAME)
+        admin = local_settings(
+            host=cluster.host,
+            port=cluster.port,
+            dbname=DB_NAME,
+            user=cluster.user,
+            password=cluster.password,
+        )
+        migrate(admin)
+        seed(admin)
+        password = secrets.token_urlsafe(18)
+        set_password(admin, APP_ROLE, password)
+        api = serve(cluster, args.port, password)
+        base = f"http://127.0.0.1:{args.port}"
+        if not wait_ready(f"{base}/readyz", api):
+            print(f"the API did not become ready on {base}; see the log above", file=sys.stderr)
+            return 1
+        print(banner(base, first_customer_id(admin)), flush=True)
+        return api.wait()
+    except KeyboardInterrupt:
+        print("\nstopping the API and the database...", file=sys.stderr)
+        return 0
+    finally:
+        if api is not None and api.poll() is None:
+            api.terminate()  # gunicorn: graceful stop
+            try:
+                api.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                api.kill()
+                api.wait()
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
