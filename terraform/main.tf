@@ -1,0 +1,283 @@
+# IAM for dataaccess. Terraform owns every identity our own code runs as (the
+# Lambda execution roles, the API task and execution roles, the migration
+# execution role), every rds-db:connect grant, and the token-auth IAM user.
+# CloudFormation creates no such role; it takes these ARNs as parameters.
+#
+# Names of the queues and log groups the stacks create are fixed by convention
+# (<project>-<environment>-...), so policies can name them before they exist.
+
+data "aws_partition" "current" {}
+data "aws_caller_identity" "current" {}
+data "aws_region" "current" {}
+
+locals {
+  prefix    = "${var.project}-${var.environment}"
+  partition = data.aws_partition.current.partition
+  account   = data.aws_caller_identity.current.account_id
+  region    = data.aws_region.current.name
+
+  # The one database identity IAM may log in as: one user on one cluster.
+  rds_db_user_arn = "arn:${local.partition}:rds-db:${local.region}:${local.account}:dbuser:${var.cluster_resource_id}/${var.db_iam_user}"
+
+  stock_events_queue_arn = "arn:${local.partition}:sqs:${local.region}:${local.account}:${local.prefix}-stock-events"
+  report_dlq_arn         = "arn:${local.partition}:sqs:${local.region}:${local.account}:${local.prefix}-report-dlq"
+  api_log_group_arn      = "arn:${local.partition}:logs:${local.region}:${local.account}:log-group:/ecs/${local.prefix}/api"
+  migration_log_arn      = "arn:${local.partition}:logs:${local.region}:${local.account}:log-group:/ecs/${local.prefix}/migration"
+
+  ecr_pull_statements = [
+    {
+      Sid      = "EcrLogin"
+      Effect   = "Allow"
+      Action   = ["ecr:GetAuthorizationToken"]
+      Resource = "*" # the action has no resource scope
+    },
+    {
+      Sid      = "PullTheApiImage"
+      Effect   = "Allow"
+      Action   = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+      Resource = var.ecr_repository_arn
+    },
+  ]
+
+  # Every permission policy this module creates, by name. Resources below
+  # take their documents only from here, so `terraform output policy_documents`
+  # and the tests see all of them.
+  policy_documents = {
+    db_connect = jsonencode({
+      Version = "2012-10-17"
+      Statement = [{
+        Sid      = "ConnectAsTheIamDatabaseUserOnly"
+        Effect   = "Allow"
+        Action   = "rds-db:connect"
+        Resource = local.rds_db_user_arn
+      }]
+    })
+
+    stock_events = jsonencode({
+      Version = "2012-10-17"
+      Statement = [
+        {
+          Sid      = "ConsumeStockEvents"
+          Effect   = "Allow"
+          Action   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"]
+          Resource = local.stock_events_queue_arn
+        },
+        {
+          Sid      = "DecryptQueueMessages"
+          Effect   = "Allow"
+          Action   = "kms:Decrypt"
+          Resource = var.kms_key_arn
+          Condition = {
+            StringEquals = { "kms:ViaService" = "sqs.${local.region}.amazonaws.com" }
+          }
+        },
+      ]
+    })
+
+    report = jsonencode({
+      Version = "2012-10-17"
+      Statement = [
+        {
+          Sid      = "DeadLetterFailedRuns"
+          Effect   = "Allow"
+          Action   = "sqs:SendMessage"
+          Resource = local.report_dlq_arn
+        },
+        {
+          Sid      = "EncryptDeadLetters"
+          Effect   = "Allow"
+          Action   = ["kms:GenerateDataKey", "kms:Decrypt"]
+          Resource = var.kms_key_arn
+          Condition = {
+            StringEquals = { "kms:ViaService" = "sqs.${local.region}.amazonaws.com" }
+          }
+        },
+      ]
+    })
+
+    api_execution = jsonencode({
+      Version = "2012-10-17"
+      Statement = concat(local.ecr_pull_statements, [{
+        Sid      = "WriteApiLogs"
+        Effect   = "Allow"
+        Action   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+        Resource = "${local.api_log_group_arn}:*"
+      }])
+    })
+
+    # The only principal that may read the master secret: ECS injects it into
+    # the migration container as DB_USER / DB_PASSWORD.
+    migration_execution = jsonencode({
+      Version = "2012-10-17"
+      Statement = concat(local.ecr_pull_statements, [
+        {
+          Sid      = "WriteMigrationLogs"
+          Effect   = "Allow"
+          Action   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+          Resource = "${local.migration_log_arn}:*"
+        },
+        {
+          Sid      = "ReadTheMasterSecret"
+          Effect   = "Allow"
+          Action   = "secretsmanager:GetSecretValue"
+          Resource = var.master_secret_arn
+        },
+        {
+          Sid      = "DecryptTheMasterSecret"
+          Effect   = "Allow"
+          Action   = "kms:Decrypt"
+          Resource = var.kms_key_arn
+          Condition = {
+            StringEquals = { "kms:ViaService" = "secretsmanager.${local.region}.amazonaws.com" }
+          }
+        },
+      ])
+    })
+  }
+
+  lambda_assume_role = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Effect    = "Allow"
+      Principal = { Service = "lambda.amazonaws.com" }
+      Action    = "sts:AssumeRole"
+    }]
+  })
+
+  # Confused-deputy guard: only ECS acting for this account may assume.
+  ecs_tasks_assume_role = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Effect    = "Allow"
+      Principal = { Service = "ecs-tasks.amazonaws.com" }
+      Action    = "sts:AssumeRole"
+      Condition = {
+        StringEquals = { "aws:SourceAccount" = local.account }
+        ArnLike      = { "aws:SourceArn" = "arn:${local.partition}:ecs:${local.region}:${local.account}:*" }
+      }
+    }]
+  })
+}
+
+resource "aws_iam_policy" "db_connect" {
+  name        = "${local.prefix}-db-connect"
+  description = "rds-db:connect as ${var.db_iam_user} on cluster ${var.cluster_resource_id}, nothing else"
+  policy      = local.policy_documents.db_connect
+}
+
+# --- Lambda -----------------------------------------------------------------
+
+resource "aws_iam_role" "stock_events" {
+  name               = "${local.prefix}-stock-events-lambda"
+  description        = "stock-events function: SQS consumer that writes through the IAM database user"
+  assume_role_policy = local.lambda_assume_role
+}
+
+resource "aws_iam_role" "report" {
+  name               = "${local.prefix}-report-lambda"
+  description        = "report function: reads through the IAM database user"
+  assume_role_policy = local.lambda_assume_role
+}
+
+# ENIs in the VPC and the function's own logs.
+resource "aws_iam_role_policy_attachment" "stock_events_vpc" {
+  role       = aws_iam_role.stock_events.name
+  policy_arn = "arn:${local.partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
+}
+
+resource "aws_iam_role_policy_attachment" "report_vpc" {
+  role       = aws_iam_role.report.name
+  policy_arn = "arn:${local.partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
+}
+
+resource "aws_iam_role_policy_attachment" "stock_events_db_connect" {
+  role       = aws_iam_role.stock_events.name
+  policy_arn = aws_iam_policy.db_connect.arn
+}
+
+resource "aws_iam_role_policy_attachment" "report_db_connect" {
+  role       = aws_iam_role.report.name
+  policy_arn = aws_iam_policy.db_connect.arn
+}
+
+resource "aws_iam_role_policy" "stock_events" {
+  name   = "stock-events-queue"
+  role   = aws_iam_role.stock_events.id
+  policy = local.policy_documents.stock_events
+}
+
+resource "aws_iam_role_policy" "report" {
+  name   = "report-dead-letters"
+  role   = aws_iam_role.report.id
+  policy = local.policy_documents.report
+}
+
+# --- ECS: API ----------------------------------------------------------------
+
+resource "aws_iam_role" "api_task" {
+  name               = "${local.prefix}-api-task"
+  description        = "API containers: IAM database login, nothing else"
+  assume_role_policy = local.ecs_tasks_assume_role
+}
+
+resource "aws_iam_role_policy_attachment" "api_task_db_connect" {
+  role       = aws_iam_role.api_task.name
+  policy_arn = aws_iam_policy.db_connect.arn
+}
+
+resource "aws_iam_role" "api_execution" {
+  name               = "${local.prefix}-api-execution"
+  description        = "ECS agent for the API: pull the image, write logs; no secrets"
+  assume_role_policy = local.ecs_tasks_assume_role
+}
+
+resource "aws_iam_role_policy" "api_execution" {
+  name   = "pull-and-log"
+  role   = aws_iam_role.api_execution.id
+  policy = local.policy_documents.api_execution
+}
+
+# --- ECS: migration ----------------------------------------------------------
+# The migration task has no task role: it logs in with the injected master
+# password and calls no AWS API.
+
+resource "aws_iam_role" "migration_execution" {
+  name               = "${local.prefix}-migration-execution"
+  description        = "ECS agent for the migration task: pull, log, inject the master secret"
+  assume_role_policy = local.ecs_tasks_assume_role
+}
+
+resource "aws_iam_role_policy" "migration_execution" {
+  name   = "pull-log-and-master-secret"
+  role   = aws_iam_role.migration_execution.id
+  policy = local.policy_documents.migration_execution
+}
+
+# --- Token-auth IAM user -----------------------------------------------------
+# Permissions go through a group, never directly on the user. Access keys are
+# created out of band (or not at all), so no secret ever lands in state.
+
+resource "aws_iam_user" "token_auth" {
+  count = var.create_token_auth_user ? 1 : 0
+  name  = "${local.prefix}-db-token"
+  path  = "/${var.project}/"
+}
+
+resource "aws_iam_group" "token_auth" {
+  count = var.create_token_auth_user ? 1 : 0
+  name  = "${local.prefix}-db-token"
+  path  = "/${var.project}/"
+}
+
+resource "aws_iam_group_membership" "token_auth" {
+  count = var.create_token_auth_user ? 1 : 0
+  name  = "${local.prefix}-db-token"
+  group = aws_iam_group.token_auth[0].name
+  users = [aws_iam_user.token_auth[0].name]
+}
+
+resource "aws_iam_group_policy_attachment" "token_auth_db_connect" {
+  count      = var.create_token_auth_user ? 1 : 0
+  group      = aws_iam_group.token_auth[0].name
+  policy_arn = aws_iam_policy.db_connect.arn
+}

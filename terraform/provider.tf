@@ -1,0 +1,29 @@
+terraform {
+  # Cross-variable validation (db_iam_user vs master_username) needs 1.9.
+  required_version = ">= 1.9.0"
+
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = ">= 5.60.0, < 6.0.0"
+    }
+  }
+
+  # Partial configuration: `make tf-init TF_BACKEND_CONFIG=path/to/backend.hcl`
+  # supplies bucket, key, region and the lock table per environment, so no
+  # account-specific value is committed. The offline checks init with
+  # -backend=false.
+  backend "s3" {}
+}
+
+provider "aws" {
+  region = var.aws_region
+
+  default_tags {
+    tags = {
+      Project     = var.project
+      Environment = var.environment
+      ManagedBy   = "terraform"
+    }
+  }
+}

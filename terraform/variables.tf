@@ -1,0 +1,101 @@
+variable "project" {
+  description = "Name prefix shared with the CloudFormation stacks (their ProjectName)."
+  type        = string
+  default     = "dataaccess"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,20}$", var.project))
+    error_message = "project must be 2-21 lower-case letters, digits or hyphens, starting with a letter."
+  }
+}
+
+variable "environment" {
+  description = "Deployment environment, the same as the stacks' EnvironmentName."
+  type        = string
+  default     = "dev"
+
+  validation {
+    condition     = contains(["dev", "staging", "prod"], var.environment)
+    error_message = "environment must be dev, staging or prod."
+  }
+}
+
+variable "aws_region" {
+  description = "Region of the stacks and of the cluster."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", var.aws_region))
+    error_message = "aws_region must look like eu-west-1."
+  }
+}
+
+variable "cluster_resource_id" {
+  description = "Aurora cluster resource id (aurora stack output ClusterResourceId): the scope of rds-db:connect."
+  type        = string
+
+  validation {
+    condition     = can(regex("^cluster-[A-Z0-9]+$", var.cluster_resource_id))
+    error_message = "cluster_resource_id must be a cluster resource id such as cluster-ABCDEFGHIJKL0123456789, never a wildcard."
+  }
+}
+
+variable "db_iam_user" {
+  description = "Database login role that authenticates with IAM tokens (aurora stack output IamDbUser)."
+  type        = string
+  default     = "app_iam"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9_]{2,62}$", var.db_iam_user))
+    error_message = "db_iam_user must be a plain PostgreSQL role name (no wildcard)."
+  }
+
+  # An IAM login for the master user would let anyone holding this policy
+  # bypass the secret, its rotation and the migration-only access to it.
+  validation {
+    condition     = var.db_iam_user != var.master_username && !contains(["postgres", "rdsadmin", "rds_superuser"], var.db_iam_user)
+    error_message = "db_iam_user must not be the master user or an RDS administrative role."
+  }
+}
+
+variable "master_username" {
+  description = "Aurora master user name (secrets stack output MasterUsername); never granted an IAM login."
+  type        = string
+  default     = "dbadmin"
+}
+
+variable "master_secret_arn" {
+  description = "Master credentials secret (secrets stack output MasterSecretArn); only the migration execution role may read it."
+  type        = string
+
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+$", var.master_secret_arn))
+    error_message = "master_secret_arn must be a full Secrets Manager secret ARN."
+  }
+}
+
+variable "kms_key_arn" {
+  description = "Project KMS key (secrets stack output KmsKeyArn): encrypts the master secret and the SQS queues."
+  type        = string
+
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[0-9a-f-]+$", var.kms_key_arn))
+    error_message = "kms_key_arn must be a KMS key ARN (not an alias)."
+  }
+}
+
+variable "ecr_repository_arn" {
+  description = "API image repository (ecs-cluster stack output RepositoryArn)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:ecr:[a-z0-9-]+:[0-9]{12}:repository/[a-z0-9._/-]+$", var.ecr_repository_arn))
+    error_message = "ecr_repository_arn must be an ECR repository ARN."
+  }
+}
+
+variable "create_token_auth_user" {
+  description = "Create the IAM user (in a group holding rds-db:connect) for token authentication from outside AWS compute, e.g. an operator's psql. Its access keys are never created here."
+  type        = bool
+  default     = true
+}
