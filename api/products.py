@@ -38,7 +38,7 @@ def product_out(product: Product) -> ProductOut:
 def _known_shape(sku: str) -> str:
     # A sku that could never have been created is simply not found; it also
     # keeps NUL bytes and the like away from the driver.
-    if not _SKU.match(sku):
+    if not _SKU.fullmatch(sku):
         raise ProductNotFoundError(sku[:64])
     return sku
 

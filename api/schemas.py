@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import re
 from typing import Annotated, Any
 
 from pydantic import (
@@ -175,9 +176,10 @@ def encode_cursor(sku: str) -> str:
 
 def decode_cursor(cursor: str) -> str:
     try:
-        sku = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        padded = cursor + "=" * (-len(cursor) % 4)
+        sku = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise ValueError("not a cursor this API issued") from None
-    if "\x00" in sku or len(sku) > 64:
+    if not re.fullmatch(SKU_PATTERN, sku):
         raise ValueError("not a cursor this API issued")
     return sku
