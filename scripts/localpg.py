@@ -177,12 +177,15 @@ def usable_root(preferred: Path) -> Path:
     owner = _server_os_user()
     if owner is None:
         return preferred
+    created = not preferred.exists()
     preferred.mkdir(parents=True, exist_ok=True)
     probe = subprocess.run(
         ["runuser", "-u", owner.pw_name, "--", "test", "-x", str(preferred)], check=False
     )
     if probe.returncode == 0:
         return preferred
+    if created:
+        preferred.rmdir()
     fallback = Path(tempfile.mkdtemp(prefix="localpg-"))
     shutil.chown(fallback, owner.pw_uid, owner.pw_gid)
     print(f"note: {preferred} is not reachable by OS user {owner.pw_name}; using {fallback}")
