@@ -109,7 +109,7 @@ def ca_bundle() -> tuple[bytes | None, str]:
     if CA_CACHE.is_file():
         return _pem_or_none(CA_CACHE.read_bytes(), f"{CA_IN_ZIP} in the checkout")
     try:
-        with urllib.request.urlopen(CA_URL, timeout=10) as response:  # noqa: S310 (fixed https URL)
+        with urllib.request.urlopen(CA_URL, timeout=10) as response:
             data = response.read()
     except OSError as exc:
         return None, f"download from {CA_URL} failed ({type(exc).__name__}: {exc})"
