@@ -1,0 +1,151 @@
+"""B5: GET /products/<sku> under load: the API under gunicorn vs a minimal Flask + psycopg2 app."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from scripts.localpg import free_port
+
+from .harness import BenchDB, Row, Sizes, median, sku
+
+REPO = Path(__file__).resolve().parent.parent
+GUNICORN = Path(sys.executable).parent / "gunicorn"
+WORKERS, THREADS, CONNECTIONS = 2, 4, 8
+
+
+@contextmanager
+def served(app: str, bdb: BenchDB) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """Run `app` under gunicorn with the API's config file; yield it and its port."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": str(WORKERS),
+        "GUNICORN_THREADS": str(THREADS),
+        # Request logs off on both sides: the baseline has none to write.
+        "LOG_LEVEL": "WARNING",
+        "DB_HOST": bdb.host,
+        "DB_PORT": str(bdb.port),
+        "DB_NAME": bdb.name,
+        "DB_USER": "bench_app",
+        "DB_AUTH": "password",
+        "DB_PASSWORD": bdb.app_password,
+        "DB_SSLMODE": "disable",
+        "DB_POOL_SIZE": str(THREADS),
+        "DB_MAX_OVERFLOW": "0",
+    }
+    proc = subprocess.Popen(
+        [str(GUNICORN), "-c", str(REPO / "api" / "gunicorn.conf.py"), app],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield proc, port
+    finally:
+        # SIGINT is gunicorn's quick shutdown; nothing is in flight by now.
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_ready(proc: subprocess.Popen[bytes], port: int) -> int:
+    deadline = time.monotonic() + 60
+    while True:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            conn.request("GET", f"/products/{sku(0)}")
+            response = conn.getresponse()
+            response.read()
+            if response.status == 200:
+                return port
+        except OSError:
+            pass
+        finally:
+            conn.close()
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"gunicorn on port {port} did not start")
+        time.sleep(0.1)
+
+
+def load(port: int, seconds: float) -> dict[str, float]:
+    """Load from a separate process, so the generator does not share our GIL."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.loadgen",
+            "--port",
+            str(port),
+            "--seconds",
+            str(seconds),
+            "--connections",
+            str(CONNECTIONS),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(json.loads(out.stdout))
+
+
+def run(bdb: BenchDB, sizes: Sizes) -> Row:
+    rounds = sizes.rounds
+    slice_ = sizes.http_seconds / rounds
+    ours: list[dict[str, float]] = []
+    base: list[dict[str, float]] = []
+    with (
+        served("api:create_app()", bdb) as ours_server,
+        served("bench.baseline_app:create_app()", bdb) as base_server,
+    ):
+        ours_port, base_port = wait_ready(*ours_server), wait_ready(*base_server)
+        load(ours_port, min(2.0, slice_))
+        load(base_port, min(2.0, slice_))
+        for r in range(rounds):
+            pair = [(ours_port, ours), (base_port, base)]
+            for port, results in pair if r % 2 == 0 else reversed(pair):
+                results.append(load(port, slice_))
+    ours_rps = median([x["rps"] for x in ours])
+    base_rps = median([x["rps"] for x in base])
+    errors = sum(x["errors"] for x in ours + base)
+    return Row(
+        key="B5",
+        workload=f"GET /products/<sku> under load, {sizes.http_seconds:g} s per side",
+        ours=ours_rps,
+        baseline=base_rps,
+        unit="requests/s, median of rounds",
+        goal="throughput ratio ≥ 0.8; p99 reported",
+        better="higher",
+        limit=0.8,
+        notes=[
+            f"p99 latency: ours {median([x['p99_ms'] for x in ours]):.1f} ms, baseline "
+            f"{median([x['p99_ms'] for x in base]):.1f} ms (p50 "
+            f"{median([x['p50_ms'] for x in ours]):.1f} / "
+            f"{median([x['p50_ms'] for x in base]):.1f} ms); non-200 responses or errors: "
+            f"{errors}.",
+            f"both under gunicorn with api/gunicorn.conf.py: {WORKERS} workers x {THREADS} "
+            f"threads (gthread), LOG_LEVEL=WARNING; load from a separate process "
+            f"(bench/loadgen.py: {CONNECTIONS} keep-alive connections on threads) on "
+            f"127.0.0.1, {rounds} alternating rounds of {slice_:g} s per side after a warm-up. "
+            "Load generator, servers and PostgreSQL share the same 2 CPUs.",
+            "ours: `api:create_app()` (spectree-validated view, one read-only unit of work per "
+            "request, pool_pre_ping). baseline: bench/baseline_app.py, one Flask view over a "
+            "psycopg2 ThreadedConnectionPool.",
+        ],
+        extra={"ours_p99_ms": median([x["p99_ms"] for x in ours])},
+    )

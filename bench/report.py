@@ -1,0 +1,83 @@
+"""The results file: one table row per workload, the machine, the command, the notes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import subprocess
+from collections.abc import Sequence
+
+import psycopg2
+import sqlalchemy
+
+from .harness import Row, Sizes
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        if names:
+            cpu = names[0]
+    except OSError:
+        pass
+    memory = ""
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(f.readline().split()[1])
+        memory = f", {kb / 1024 / 1024:.1f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} CPUs{memory}; {platform.system()} {platform.release()}; "
+        f"Python {platform.python_version()}, SQLAlchemy {sqlalchemy.__version__}, "
+        f"psycopg2 {psycopg2.__version__.split()[0]}, PostgreSQL {postgres_version()} "
+        "(local, loopback TCP, no TLS, fsync off)"
+    )
+
+
+def postgres_version() -> str:
+    from scripts.localpg import pg_bindir
+
+    try:
+        out = subprocess.run(
+            [str(pg_bindir() / "postgres"), "--version"], capture_output=True, text=True, check=True
+        )
+        return out.stdout.split()[-1]
+    except (OSError, RuntimeError, subprocess.CalledProcessError):
+        return "?"
+
+
+def _num(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:,.2f}"
+
+
+def render(rows: Sequence[Row], *, sizes: Sizes, command: str, elapsed: float) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `{command}` (`make bench`) on "
+        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC in {elapsed:.0f} s.",
+        "",
+        f"Machine: {machine()}.",
+        "",
+        "Each pair runs in one process: a warm-up of both sides, then "
+        f"{sizes.rounds} rounds alternating which side goes first; the numbers are medians. "
+        "The machine is shared and noisy: the ratios are the result, not the absolute numbers.",
+        "",
+        "| # | Workload | Ours | Baseline | Ratio (ours/baseline) | Goal | Met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row.key} | {row.workload} | {_num(row.ours)} | {_num(row.baseline)} "
+            f"| {row.ratio:.2f} | {row.goal} | {'yes' if row.met else '**no**'} |"
+        )
+    lines += ["", "Units: " + "; ".join(f"{r.key} {r.unit}" for r in rows) + ".", ""]
+    for row in rows:
+        lines += [f"## {row.key}: {row.workload}", ""]
+        lines += [f"- {note}" for note in row.notes]
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,31 @@
+"""The benchmarks in smoke mode (tiny sizes), so they cannot rot. Timing is never asserted."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench.__main__ import WORKLOADS, run_all
+from bench.harness import Sizes
+from bench.report import render
+
+
+@pytest.mark.slow
+def test_every_workload_runs_and_reports_a_well_formed_row(pg_cluster):
+    rows = run_all(
+        pg_cluster.host, pg_cluster.port, pg_cluster.user, pg_cluster.password, Sizes.smoke()
+    )
+    assert [row.key for row in rows] == list(WORKLOADS)
+    for row in rows:
+        assert row.ours > 0, row.key
+        assert row.baseline > 0, row.key
+        assert math.isfinite(row.ratio), row.key
+        assert row.better in ("lower", "higher")
+        assert row.workload
+        assert row.goal
+    b4 = next(row for row in rows if row.key == "B4")
+    assert b4.extra["minted"] == 1
+    text = render(rows, sizes=Sizes.smoke(), command="python -m bench --smoke", elapsed=1.0)
+    for key in WORKLOADS:
+        assert f"| {key} |" in text
