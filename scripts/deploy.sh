@@ -1,0 +1,274 @@
+#!/usr/bin/env bash
+# Deploy dataaccess in dependency order; safe to re-run (every step converges):
+#
+#   1. network, secrets, aurora, ecs-cluster stacks   (CloudFormation)
+#   2. IAM                                             (Terraform; needs the cluster id)
+#   3. API image build and push                        (skipped if the tag exists)
+#   4. migration stack, then `alembic upgrade head` as a one-off Fargate task;
+#      the deploy stops unless its container exits 0
+#   5. ecs-api stack (service update to the migrated image)
+#   6. lambda zip upload and lambda stack (function update)
+#
+# --dry-run prints every command instead of running it and calls no AWS API;
+# values that would come from AWS are shown as <placeholders>.
+#
+# Configuration (environment): see docs/infrastructure.md, "Deploying".
+set -euo pipefail
+
+usage() {
+  cat <<'USAGE'
+usage: scripts/deploy.sh [--dry-run]
+
+Required in the environment (real runs): AWS_REGION, VPC_ID, PRIVATE_SUBNET_IDS,
+PUBLIC_SUBNET_IDS (comma-separated), CERTIFICATE_ARN, ARTIFACT_BUCKET,
+TF_BACKEND_CONFIG. Optional: PROJECT (dataaccess), ENVIRONMENT (dev), IMAGE_TAG
+(the commit), AWS_API_EGRESS_CIDR, ACCESS_LOG_BUCKET, ALARM_TOPIC_ARN,
+MASTER_USERNAME (dbadmin), DB_IAM_USER (app_iam), DATABASE_NAME (inventory),
+MIGRATION_TIMEOUT_SECONDS (1800).
+USAGE
+}
+
+DRY_RUN=0
+while (($#)); do
+  case "$1" in
+    --dry-run) DRY_RUN=1 ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+# Trace lines go to the original stdout even from inside $(...).
+exec 3>&1
+
+say() { printf '==> %s\n' "$*" >&3; }
+die() { printf 'deploy: %s\n' "$*" >&2; exit 1; }
+
+# Print a command as a shell would read it; <placeholders> stay readable.
+trace() {
+  local out='+' arg
+  for arg in "$@"; do
+    if [[ "$arg" =~ ^[A-Za-z0-9_./:=,@%+\<\>-]+$ ]]; then
+      out+=" $arg"
+    else
+      out+=" '${arg//\'/\'\\\'\'}'"
+    fi
+  done
+  printf '%s\n' "$out" >&3
+}
+
+# Run a command (or only print it in a dry run).
+run() {
+  trace "$@"
+  if ((DRY_RUN)); then return 0; fi
+  "$@"
+}
+
+# Run a command for its output; a dry run prints it and yields the placeholder.
+capture() {
+  local placeholder="$1"
+  shift
+  trace "$@"
+  if ((DRY_RUN)); then
+    printf '%s' "$placeholder"
+    return 0
+  fi
+  "$@"
+}
+
+# Configuration ---------------------------------------------------------------
+
+require() {
+  local name="$1"
+  if [[ -z "${!name:-}" ]]; then
+    if ((DRY_RUN)); then
+      printf -v "$name" '<%s>' "$name"
+    else
+      die "$name is not set (see scripts/deploy.sh --help)"
+    fi
+  fi
+}
+
+for var in AWS_REGION VPC_ID PRIVATE_SUBNET_IDS PUBLIC_SUBNET_IDS CERTIFICATE_ARN \
+  ARTIFACT_BUCKET TF_BACKEND_CONFIG; do
+  require "$var"
+done
+
+PROJECT="${PROJECT:-dataaccess}"
+ENVIRONMENT="${ENVIRONMENT:-dev}"
+PREFIX="$PROJECT-$ENVIRONMENT"
+AWS_API_EGRESS_CIDR="${AWS_API_EGRESS_CIDR:-0.0.0.0/0}"
+ACCESS_LOG_BUCKET="${ACCESS_LOG_BUCKET:-}"
+ALARM_TOPIC_ARN="${ALARM_TOPIC_ARN:-}"
+MASTER_USERNAME="${MASTER_USERNAME:-dbadmin}"
+DB_IAM_USER="${DB_IAM_USER:-app_iam}"
+DATABASE_NAME="${DATABASE_NAME:-inventory}"
+MIGRATION_TIMEOUT_SECONDS="${MIGRATION_TIMEOUT_SECONDS:-1800}"
+BUILD_DIR="$ROOT/build"
+TF_VARS_FILE="$BUILD_DIR/terraform.tfvars.json"
+
+# Image tags are immutable and name a commit, so a dirty tree cannot be deployed
+# under that commit's name.
+if [[ -z "${IMAGE_TAG:-}" ]]; then
+  IMAGE_TAG="$(git rev-parse --short=12 HEAD)"
+  if ((!DRY_RUN)) && [[ -n "$(git status --porcelain --untracked-files=no)" ]]; then
+    die "uncommitted changes: commit them or set IMAGE_TAG"
+  fi
+fi
+
+if ((!DRY_RUN)); then
+  for tool in aws docker terraform make git sha256sum; do
+    command -v "$tool" >/dev/null || die "$tool is not installed"
+  done
+fi
+
+AWS=(aws --region "$AWS_REGION")
+
+# Helpers ---------------------------------------------------------------------
+
+# Create or update a stack; "no changes" is success, so re-runs converge.
+deploy_stack() {
+  local name="$1"
+  shift
+  say "stack $PREFIX-$name"
+  run "${AWS[@]}" cloudformation deploy \
+    --stack-name "$PREFIX-$name" \
+    --template-file "cfn/$name.yaml" \
+    --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND \
+    --no-fail-on-empty-changeset \
+    --tags "Project=$PROJECT" "Environment=$ENVIRONMENT" \
+    --parameter-overrides "ProjectName=$PROJECT" "EnvironmentName=$ENVIRONMENT" "$@"
+}
+
+stack_output() {
+  local name="$1" key="$2"
+  capture "<$name.$key>" "${AWS[@]}" cloudformation describe-stacks \
+    --stack-name "$PREFIX-$name" \
+    --query "Stacks[0].Outputs[?OutputKey=='$key'].OutputValue | [0]" \
+    --output text
+}
+
+tf_output() {
+  capture "<terraform.$1>" terraform -chdir=terraform output -raw "$1"
+}
+
+# 1. Foundations --------------------------------------------------------------
+
+deploy_stack network \
+  "VpcId=$VPC_ID" \
+  "PrivateSubnetIds=$PRIVATE_SUBNET_IDS" \
+  "PublicSubnetIds=$PUBLIC_SUBNET_IDS" \
+  "AwsApiEgressCidr=$AWS_API_EGRESS_CIDR"
+deploy_stack secrets "MasterUsername=$MASTER_USERNAME"
+deploy_stack aurora "DatabaseName=$DATABASE_NAME" "IamDbUser=$DB_IAM_USER"
+deploy_stack ecs-cluster
+
+# 2. IAM ----------------------------------------------------------------------
+
+say "terraform (IAM)"
+CLUSTER_RESOURCE_ID="$(stack_output aurora ClusterResourceId)"
+MASTER_SECRET_ARN="$(stack_output secrets MasterSecretArn)"
+KMS_KEY_ARN="$(stack_output secrets KmsKeyArn)"
+REPOSITORY_ARN="$(stack_output ecs-cluster RepositoryArn)"
+REPOSITORY_URI="$(stack_output ecs-cluster RepositoryUri)"
+ECS_CLUSTER="$(stack_output ecs-cluster ClusterName)"
+
+TF_VARS_JSON="$(printf '{"project": "%s", "environment": "%s", "aws_region": "%s", "cluster_resource_id": "%s", "db_iam_user": "%s", "master_username": "%s", "master_secret_arn": "%s", "kms_key_arn": "%s", "ecr_repository_arn": "%s"}' \
+  "$PROJECT" "$ENVIRONMENT" "$AWS_REGION" "$CLUSTER_RESOURCE_ID" "$DB_IAM_USER" \
+  "$MASTER_USERNAME" "$MASTER_SECRET_ARN" "$KMS_KEY_ARN" "$REPOSITORY_ARN")"
+trace write "$TF_VARS_FILE" "$TF_VARS_JSON"
+if ((!DRY_RUN)); then
+  mkdir -p "$BUILD_DIR"
+  printf '%s\n' "$TF_VARS_JSON" >"$TF_VARS_FILE"
+fi
+run make tf-init "TF_BACKEND_CONFIG=$TF_BACKEND_CONFIG"
+run make tf-plan "TF_VARS_FILE=$TF_VARS_FILE"
+run make tf-apply
+
+API_TASK_ROLE_ARN="$(tf_output api_task_role_arn)"
+API_EXECUTION_ROLE_ARN="$(tf_output api_execution_role_arn)"
+MIGRATION_EXECUTION_ROLE_ARN="$(tf_output migration_execution_role_arn)"
+STOCK_EVENTS_ROLE_ARN="$(tf_output stock_events_lambda_role_arn)"
+REPORT_ROLE_ARN="$(tf_output report_lambda_role_arn)"
+
+# 3. Image --------------------------------------------------------------------
+
+IMAGE_URI="$REPOSITORY_URI:$IMAGE_TAG"
+say "image $IMAGE_URI"
+if ((!DRY_RUN)) && "${AWS[@]}" ecr describe-images --repository-name "${REPOSITORY_URI#*/}" \
+  --image-ids "imageTag=$IMAGE_TAG" >/dev/null 2>&1; then
+  say "image tag $IMAGE_TAG already pushed; not rebuilding"
+else
+  trace "${AWS[@]}" ecr describe-images --repository-name "${REPOSITORY_URI#*/}" --image-ids "imageTag=$IMAGE_TAG"
+  REGISTRY="${REPOSITORY_URI%%/*}"
+  trace "${AWS[@]}" ecr get-login-password '|' docker login --username AWS --password-stdin "$REGISTRY"
+  if ((!DRY_RUN)); then
+    "${AWS[@]}" ecr get-login-password | docker login --username AWS --password-stdin "$REGISTRY"
+  fi
+  run docker build --file api/Dockerfile --tag "$IMAGE_URI" .
+  run docker push "$IMAGE_URI"
+fi
+
+# 4. Migration ----------------------------------------------------------------
+
+deploy_stack migration "ImageUri=$IMAGE_URI" "MigrationExecutionRoleArn=$MIGRATION_EXECUTION_ROLE_ARN"
+MIGRATION_TASK_DEFINITION="$(stack_output migration TaskDefinitionArn)"
+PRIVATE_SUBNETS="$(stack_output network PrivateSubnetIds)"
+API_SECURITY_GROUP="$(stack_output network ApiSecurityGroupId)"
+
+say "migration: alembic upgrade head"
+MIGRATION_TASK="$(capture '<migration-task-arn>' "${AWS[@]}" ecs run-task \
+  --cluster "$ECS_CLUSTER" \
+  --task-definition "$MIGRATION_TASK_DEFINITION" \
+  --launch-type FARGATE \
+  --started-by "deploy-$IMAGE_TAG" \
+  --network-configuration "awsvpcConfiguration={subnets=[$PRIVATE_SUBNETS],securityGroups=[$API_SECURITY_GROUP],assignPublicIp=DISABLED}" \
+  --query 'tasks[0].taskArn' --output text)"
+[[ -n "$MIGRATION_TASK" && "$MIGRATION_TASK" != "None" ]] || die "the migration task did not start"
+
+# The CLI waiter gives up after 10 minutes; long migrations get several rounds.
+deadline=$((SECONDS + MIGRATION_TIMEOUT_SECONDS))
+until run "${AWS[@]}" ecs wait tasks-stopped --cluster "$ECS_CLUSTER" --tasks "$MIGRATION_TASK"; do
+  ((SECONDS < deadline)) || die "migration task $MIGRATION_TASK still running after ${MIGRATION_TIMEOUT_SECONDS}s"
+done
+MIGRATION_EXIT="$(capture 0 "${AWS[@]}" ecs describe-tasks \
+  --cluster "$ECS_CLUSTER" --tasks "$MIGRATION_TASK" \
+  --query "tasks[0].containers[?name=='migrate'].exitCode | [0]" --output text)"
+if [[ "$MIGRATION_EXIT" != "0" ]]; then
+  die "migration failed (exit code $MIGRATION_EXIT); see log group /ecs/$PREFIX/migration. The service was not updated."
+fi
+say "migration succeeded"
+
+# 5. API service --------------------------------------------------------------
+
+deploy_stack ecs-api \
+  "ImageUri=$IMAGE_URI" \
+  "CertificateArn=$CERTIFICATE_ARN" \
+  "TaskRoleArn=$API_TASK_ROLE_ARN" \
+  "ExecutionRoleArn=$API_EXECUTION_ROLE_ARN" \
+  "AccessLogBucket=$ACCESS_LOG_BUCKET"
+
+# 6. Lambda functions ---------------------------------------------------------
+
+say "lambda package"
+run make lambda-package
+ZIP_SHA="$(capture '<sha256-of-build/lambda.zip>' sha256sum build/lambda.zip)"
+CODE_KEY="lambda/$PREFIX/${ZIP_SHA%% *}.zip"
+if ((!DRY_RUN)) && "${AWS[@]}" s3api head-object --bucket "$ARTIFACT_BUCKET" --key "$CODE_KEY" >/dev/null 2>&1; then
+  say "s3://$ARTIFACT_BUCKET/$CODE_KEY already uploaded"
+else
+  trace "${AWS[@]}" s3api head-object --bucket "$ARTIFACT_BUCKET" --key "$CODE_KEY"
+  run "${AWS[@]}" s3 cp build/lambda.zip "s3://$ARTIFACT_BUCKET/$CODE_KEY"
+fi
+
+deploy_stack lambda \
+  "CodeS3Bucket=$ARTIFACT_BUCKET" \
+  "CodeS3Key=$CODE_KEY" \
+  "StockEventsRoleArn=$STOCK_EVENTS_ROLE_ARN" \
+  "ReportRoleArn=$REPORT_ROLE_ARN" \
+  "AlarmTopicArn=$ALARM_TOPIC_ARN"
+
+say "deployed $PREFIX at $IMAGE_TAG"
