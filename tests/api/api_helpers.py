@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import secrets
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
 
 PROBLEM_JSON = "application/problem+json"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def assert_problem(response, status: int) -> dict:
@@ -36,3 +43,18 @@ def make_product(client, *, stock: int = 10, price_cents: int = 100, sku: str | 
     )
     assert response.status_code == 201, response.json
     return sku
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Poll `url` until it answers 200; fail early if the process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback)
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail(f"{url} not ready after {timeout} s")

@@ -5,20 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from api_helpers import REPO, wait_ready
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
 from api import create_app
 from dataaccess import Database, Settings
 from scripts.localpg import free_port
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -52,21 +48,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "DB_PASSWORD": settings.password,
         "DB_SSLMODE": "disable",
     }
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    """Poll `url` until it answers 200; fail early if the process died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback)
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    pytest.fail(f"{url} not ready after {timeout} s")
 
 
 @pytest.fixture

@@ -1,0 +1,70 @@
+"""End to end: the one-command run (scripts/run_local.py, as `make run` starts it), free port."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from api_helpers import REPO, wait_ready
+
+from scripts.localpg import free_port
+
+
+def post(url: str, body: dict, headers: dict | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(  # noqa: S310 (loopback)
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return response.status, json.loads(response.read())
+
+
+def get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+@pytest.fixture
+def run_dir() -> Path:
+    """A cluster folder of its own, so this test never touches `make run`'s."""
+    path = REPO / ".localpg" / f"e2e-{os.getpid()}-{free_port()}"
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_one_command_run_serves_orders_and_stops_cleanly(run_dir):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scripts.run_local", "--port", str(port), "--dir", str(run_dir)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(f"{base}/readyz", proc, timeout=120)
+        products = get(f"{base}/products")["items"]
+        widget = next(p for p in products if p["sku"] == "WIDGET-1")
+        customer = 1
+        line = {"customer_id": customer, "lines": [{"sku": "WIDGET-1", "quantity": 2}]}
+        status, first = post(f"{base}/orders", line, {"Idempotency-Key": "e2e-1"})
+        assert status == 201
+        status, again = post(f"{base}/orders", line, {"Idempotency-Key": "e2e-1"})
+        assert (status, again["id"]) == (201, first["id"])
+        assert get(f"{base}/products/WIDGET-1")["stock"] == widget["stock"] - 2
+        assert get(f"{base}/orders/{first['id']}")["status"] == "placed"
+    finally:
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert "curl -s" in output
+    assert not (run_dir / "data" / "postmaster.pid").exists(), "the database was not stopped"
