@@ -119,6 +119,9 @@ def apply_record(record: SQSRecord) -> bool:
             _unreachable = exc
         logger.exception("stock event failed", extra={**fields, "error": type(exc).__name__})
         raise
+    except Exception as exc:
+        logger.exception("stock event failed", extra={**fields, "error": type(exc).__name__})
+        raise
     logger.info("stock event", extra={**fields, "outcome": "applied" if applied else "duplicate"})
     return applied
 
