@@ -152,8 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     parser.add_argument("--dir", type=Path, default=REPO / ".localpg" / "run")
     args = parser.parse_args(argv)
-    # SIGTERM (e.g. from a supervisor or a test) cleans up like Ctrl-C does.
+    # SIGTERM (e.g. from a supervisor or a test) cleans up like Ctrl-C does; and
+    # Ctrl-C works even when started from a shell that ignores SIGINT (`cmd &`).
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     cluster = start_cluster(args.dir)
     api: subprocess.Popen[bytes] | None = None
