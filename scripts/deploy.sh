@@ -107,7 +107,7 @@ MASTER_USERNAME="${MASTER_USERNAME:-dbadmin}"
 DB_IAM_USER="${DB_IAM_USER:-app_iam}"
 DATABASE_NAME="${DATABASE_NAME:-inventory}"
 MIGRATION_TIMEOUT_SECONDS="${MIGRATION_TIMEOUT_SECONDS:-1800}"
-BUILD_DIR="$ROOT/build"
+BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 TF_VARS_FILE="$BUILD_DIR/terraform.tfvars.json"
 
 # Image tags are immutable and name a commit, so a dirty tree cannot be deployed

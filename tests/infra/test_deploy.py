@@ -1,0 +1,185 @@
+"""scripts/deploy.sh: the order of the steps, the parameters it passes, and that
+a failed migration stops the deploy before the service is touched."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.infra.conftest import REPO
+
+DEPLOY = REPO / "scripts" / "deploy.sh"
+
+FAKE_AWS = """#!/usr/bin/env bash
+printf 'aws %s\\n' "$*" >>"$FAKE_LOG"
+case "$*" in
+  *RepositoryUri*) echo 111122223333.dkr.ecr.eu-west-1.amazonaws.com/dataaccess-dev/api ;;
+  *describe-stacks*) echo fake-output ;;
+  *"ecs run-task"*) echo arn:aws:ecs:eu-west-1:111122223333:task/dataaccess-dev/abc ;;
+  *"ecs describe-tasks"*) echo "$FAKE_MIGRATION_EXIT" ;;
+esac
+"""
+FAKE_TOOL = """#!/usr/bin/env bash
+printf '%s %s\\n' "$(basename "$0")" "$*" >>"$FAKE_LOG"
+case "$(basename "$0") $*" in
+  "terraform "*output*) echo arn:aws:iam::111122223333:role/fake ;;
+  "sha256sum "*) echo "0123abcd  build/lambda.zip" ;;
+esac
+"""
+TOOLS = ("aws", "docker", "terraform", "make", "sha256sum")
+
+
+@pytest.fixture
+def fake_path(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """PATH with logging stand-ins for every external tool; returns env and the log."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in TOOLS:
+        script = bin_dir / tool
+        script.write_text(FAKE_AWS if tool == "aws" else FAKE_TOOL)
+        script.chmod(0o755)
+    log = tmp_path / "calls.log"
+    log.touch()
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "FAKE_LOG": str(log),
+        "BUILD_DIR": str(tmp_path / "build"),
+    }
+    return env, log
+
+
+def deploy(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(DEPLOY), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def index_of(lines: list[str], pattern: str) -> int:
+    found = [i for i, line in enumerate(lines) if re.search(pattern, line)]
+    assert found, f"no line matches {pattern!r}"
+    return found[0]
+
+
+@pytest.fixture
+def dry_run(fake_path) -> list[str]:
+    """The dry-run output of a deploy with no configuration at all."""
+    env, log = fake_path
+    result = deploy(env, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert log.read_text() == "", "a dry run must not run any tool"
+    return result.stdout.splitlines()
+
+
+def test_dry_run_runs_every_step_in_order(dry_run):
+    order = [
+        r"--stack-name dataaccess-dev-network ",
+        r"--stack-name dataaccess-dev-secrets ",
+        r"--stack-name dataaccess-dev-aurora ",
+        r"--stack-name dataaccess-dev-ecs-cluster ",
+        r"^\+ make tf-apply",
+        r"^\+ docker push ",
+        r"deploy --stack-name dataaccess-dev-migration ",
+        r"^\+ aws .* ecs run-task .*--task-definition <migration.TaskDefinitionArn>",
+        r"^\+ aws .* ecs wait tasks-stopped ",
+        r"^\+ aws .* ecs describe-tasks .*exitCode",
+        r"deploy --stack-name dataaccess-dev-ecs-api ",
+        r"^\+ make lambda-package",
+        r"^\+ aws .* s3 cp build/lambda.zip ",
+        r"deploy --stack-name dataaccess-dev-lambda ",
+    ]
+    positions = [index_of(dry_run, pattern) for pattern in order]
+    assert positions == sorted(positions), list(zip(order, positions, strict=True))
+
+
+def test_migration_runs_privately_with_the_api_security_group(dry_run):
+    run_task = dry_run[index_of(dry_run, r"ecs run-task")]
+    assert "assignPublicIp=DISABLED" in run_task
+    assert "subnets=[<network.PrivateSubnetIds>]" in run_task
+    assert "securityGroups=[<network.ApiSecurityGroupId>]" in run_task
+    assert "--launch-type FARGATE" in run_task
+
+
+def test_every_stack_gets_exactly_the_parameters_it_declares(dry_run, templates):
+    deployed = set()
+    for line in dry_run:
+        if " cloudformation deploy " not in line:
+            continue
+        words = shlex.split(line[2:])
+        stack = Path(words[words.index("--template-file") + 1]).stem
+        overrides = words[words.index("--parameter-overrides") + 1 :]
+        given = {w.split("=", 1)[0] for w in overrides}
+        params = templates[stack].get("Parameters", {})
+        required = {name for name, p in params.items() if "Default" not in p}
+        assert given <= set(params), (stack, given - set(params))
+        assert required <= given, (stack, required - given)
+        deployed.add(stack)
+    assert deployed == set(templates)
+
+
+def test_same_image_for_migration_and_service(dry_run):
+    images = {m.group(1) for line in dry_run for m in [re.search(r"ImageUri=(\S+)", line)] if m}
+    assert len(images) == 1, images
+
+
+def test_real_run_without_configuration_fails_before_calling_anything(fake_path):
+    env, log = fake_path
+    result = deploy(env)
+    assert result.returncode != 0
+    assert "AWS_REGION is not set" in result.stderr
+    assert log.read_text() == ""
+
+
+def real_env(env: dict[str, str], migration_exit: str) -> dict[str, str]:
+    return env | {
+        "FAKE_MIGRATION_EXIT": migration_exit,
+        "IMAGE_TAG": "abc123",
+        "AWS_REGION": "eu-west-1",
+        "VPC_ID": "vpc-0abc",
+        "PRIVATE_SUBNET_IDS": "subnet-a,subnet-b",
+        "PUBLIC_SUBNET_IDS": "subnet-c,subnet-d",
+        "CERTIFICATE_ARN": "arn:aws:acm:eu-west-1:111122223333:certificate/abc",
+        "ARTIFACT_BUCKET": "artifacts",
+        "TF_BACKEND_CONFIG": "backend.hcl",
+    }
+
+
+def test_failed_migration_stops_before_the_service_update(fake_path):
+    env, log = fake_path
+    result = deploy(real_env(env, migration_exit="3"))
+    assert result.returncode != 0
+    assert "migration failed (exit code 3)" in result.stderr
+    calls = log.read_text()
+    assert "ecs run-task" in calls
+    assert "dataaccess-dev-ecs-api" not in calls
+    assert "dataaccess-dev-lambda" not in calls
+
+
+def test_successful_migration_lets_the_deploy_finish(fake_path):
+    env, log = fake_path
+    result = deploy(real_env(env, migration_exit="0"))
+    assert result.returncode == 0, result.stderr
+    calls = log.read_text().splitlines()
+    assert index_of(calls, r"ecs describe-tasks") < index_of(calls, r"dataaccess-dev-ecs-api")
+    assert index_of(calls, r"dataaccess-dev-ecs-api") < index_of(calls, r"dataaccess-dev-lambda")
+    # Image already in the (fake) registry: not rebuilt under an immutable tag.
+    assert not any(c.startswith("docker build") for c in calls)
+    tfvars = Path(env["BUILD_DIR"]) / "terraform.tfvars.json"
+    assert '"cluster_resource_id": "fake-output"' in tfvars.read_text()
+
+
+def test_script_is_strict():
+    text = DEPLOY.read_text()
+    assert "set -euo pipefail" in text
+    assert os.access(DEPLOY, os.X_OK)
