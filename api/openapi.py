@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response, current_app, jsonify
 from spectree import SpecTree
 
 from .problems import raise_validation_problem
@@ -36,7 +36,7 @@ def openapi_document() -> Response:
     """The OpenAPI 3.1 document, generated from the models that validate the requests."""
     if "openapi_document" not in current_app.extensions:
         current_app.extensions["openapi_document"] = _with_problem_media_type(spec.spec)
-    return current_app.json.response(current_app.extensions["openapi_document"])
+    return jsonify(current_app.extensions["openapi_document"])
 
 
 def _with_problem_media_type(document: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, current_app
+from flask import Flask, Response, jsonify
 from pydantic import ValidationError
 from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
@@ -50,7 +50,7 @@ class RequestValidationError(Exception):
 
 def problem(status: int, type_: str, title: str, detail: str, **extra: Any) -> Response:
     body = {"type": type_, "title": title, "status": status, "detail": detail, **extra}
-    response = current_app.json.response(body)
+    response = jsonify(body)
     response.status_code = status
     response.mimetype = PROBLEM_JSON
     return response
