@@ -323,3 +323,12 @@ def test_every_import_has_an_export(templates, resolver):
 def test_no_template_holds_an_account_id():
     for path in sorted(CFN_DIR.glob("*.yaml")):
         assert not re.search(r"(?<![\d.])\d{12}(?!\d)", path.read_text()), path.name
+
+
+def test_no_security_group_keeps_the_default_allow_all_egress(templates):
+    groups = resources(templates["network"], "AWS::EC2::SecurityGroup")
+    assert len(groups) == 4
+    for name, group in groups.items():
+        egress = group["Properties"].get("SecurityGroupEgress")
+        assert egress, f"{name} would keep the default allow-all egress"
+        assert all(rule.get("CidrIp") != "0.0.0.0/0" or rule["FromPort"] == 443 for rule in egress)
