@@ -191,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
                 api.kill()
                 api.wait()
         cluster.stop()
+        if cluster.root != args.dir.resolve():
+            # A temporary fallback folder (checkout not reachable by the server's
+            # OS user): nothing will reuse it, so do not leave it behind.
+            shutil.rmtree(cluster.root, ignore_errors=True)
 
 
 if __name__ == "__main__":
