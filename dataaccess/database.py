@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import text
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from .credentials import CredentialProvider
 from .engine import create_engine
@@ -19,10 +21,10 @@ class Database:
         self.writer = writer
         self.reader = reader
         self._write_sessions = sessionmaker(writer, expire_on_commit=False)
-        # psycopg2 then opens read-only transactions with "BEGIN READ ONLY":
-        # no extra round trip, and a stray write fails on any endpoint.
-        read_engine = (reader or writer).execution_options(postgresql_readonly=True)
-        self._read_sessions = sessionmaker(read_engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(reader or writer, expire_on_commit=False)
+        sa.event.listen(self._read_sessions, "after_begin", _begin_read_only)
+        for engine in {writer, reader or writer}:
+            sa.event.listen(engine, "checkin", _end_read_only)
 
     @classmethod
     def from_settings(
@@ -50,10 +52,29 @@ class Database:
         """Raise unless the database answers a trivial query."""
         factory: sessionmaker[Session] = self._read_sessions if read_only else self._write_sessions
         with factory() as session:
-            session.execute(text("SELECT 1"))
+            session.execute(sa.text("SELECT 1"))
 
     def dispose(self) -> None:
         """Close every pooled connection (process shutdown, or after a fork)."""
         self.writer.dispose()
         if self.reader is not None:
             self.reader.dispose()
+
+
+# psycopg2 opens the transaction lazily, at the first statement; with its
+# `readonly` flag set it sends "BEGIN READ ONLY" then: no extra round trip, and
+# a stray write fails on any endpoint. The flag is cleared when the connection
+# goes back to the pool, so it never leaks into a writer's next transaction.
+# (SQLAlchemy's `postgresql_readonly` execution option does the same through
+# per-checkout connection characteristics, at about twice this path's cost.)
+
+
+def _begin_read_only(
+    session: Session, transaction: SessionTransaction, connection: Connection
+) -> None:
+    connection.connection.dbapi_connection.readonly = True  # type: ignore[union-attr]
+
+
+def _end_read_only(dbapi_connection: Any, record: Any) -> None:
+    if dbapi_connection is not None and dbapi_connection.readonly:
+        dbapi_connection.readonly = False

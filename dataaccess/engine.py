@@ -10,11 +10,13 @@ secret without a failed request.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import psycopg2
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from .credentials import CredentialProvider, provider_for
 from .settings import Settings
@@ -63,7 +65,8 @@ def create_engine(
         connect_args["sslrootcert"] = settings.sslrootcert
     kwargs: dict[str, Any] = {
         "connect_args": connect_args,
-        "pool_pre_ping": True,
+        # 0 means SQLAlchemy's own ping on every checkout; otherwise ours, below.
+        "pool_pre_ping": settings.pool_pre_ping_idle == 0,
         "pool_recycle": settings.pool_recycle,
         # A caller choosing its own pool class (e.g. NullPool for one-off
         # migrations) also chooses its sizing.
@@ -72,7 +75,38 @@ def create_engine(
     }
     engine = sa.create_engine(url, **kwargs)
     sa.event.listen(engine, "do_connect", _connect_hook(credentials))
+    if not kwargs["pool_pre_ping"]:
+        _ping_when_idle(engine, settings.pool_pre_ping_idle)
     return engine
+
+
+def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
+    """Pre-ping on checkout only connections that sat in the pool `idle_seconds` or more.
+
+    A ping is a round trip (two, on a connection that was read-only), which
+    doubles the cost of a point read. A connection that went back to the pool
+    moments ago has just worked; one that sat idle (a frozen Lambda, a quiet
+    night, a failover) is the one worth checking. When a statement on an
+    unpinged connection does hit a dead server, SQLAlchemy invalidates the
+    whole pool, so the next checkout reconnects. This is SQLAlchemy's
+    "custom pessimistic ping" recipe: a failed ping raises DisconnectionError,
+    and the pool replaces the connection and tries again.
+    """
+
+    def stamp(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def ping(dbapi_connection: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
+        if time.monotonic() - record.info.get("idle_since", 0.0) < idle_seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except psycopg2.Error as exc:
+            raise sa.exc.DisconnectionError("connection failed its pre-ping") from exc
+
+    sa.event.listen(engine, "connect", stamp)
+    sa.event.listen(engine, "checkin", stamp)
+    sa.event.listen(engine, "checkout", ping)
 
 
 def _pool_policy(settings: Settings) -> dict[str, Any]:

@@ -77,14 +77,6 @@ _FIND_IN_LEDGER = text(
 
 _FORGET = text("DELETE FROM stock_events WHERE event_id = ANY(CAST(:ids AS text[]))")
 
-_SET_STOCK = text(
-    """
-    UPDATE products AS p SET stock = p.stock + d.delta, updated_at = now()
-    FROM unnest(CAST(:ids AS bigint[]), CAST(:deltas AS integer[])) AS d(id, delta)
-    WHERE p.id = d.id
-    """
-)
-
 
 @dataclass(frozen=True)
 class RejectedEvent:
@@ -208,7 +200,7 @@ def _replay_short(
     session = uow.session
     locked = session.execute(_LOCK_PRODUCTS, {"ids": list(per_product)}).all()
     refused: dict[str, DomainError] = {}
-    ids, deltas = [], []
+    moves: dict[int, int] = {}
     for pid, sku, stock in locked:
         start = running = stock
         for event in per_product[pid]:
@@ -217,11 +209,9 @@ def _replay_short(
             else:
                 running += event.delta
         if running != start:
-            ids.append(pid)
-            deltas.append(running - start)
+            moves[pid] = running - start
     if refused:
         # Our own uncommitted rows: the ledger never records a rejected event.
         session.execute(_FORGET, {"ids": list(refused)})
-    if ids:
-        session.execute(_SET_STOCK, {"ids": ids, "deltas": deltas})
+    uow.products.adjust_stock(moves)
     return refused

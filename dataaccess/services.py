@@ -161,31 +161,30 @@ def place_order(
                 )
             return PlacedOrder(existing, replayed=True)
     get_customer(uow, customer_id)
-    products = uow.products.lock_by_skus(sorted(wanted))
+    levels = uow.products.lock_stock(list(wanted))
     for sku, quantity in wanted.items():
-        product = products.get(sku)
-        if product is None:
+        level = levels.get(sku)
+        if level is None:
             raise ProductNotFoundError(sku)
-        if product.stock < quantity:
-            raise InsufficientStockError(sku, quantity, product.stock)
+        if level.stock < quantity:
+            raise InsufficientStockError(sku, quantity, level.stock)
+    uow.products.adjust_stock({levels[s].id: -q for s, q in wanted.items()})
     order = Order(
         customer_id=customer_id,
         status="placed",
-        total_cents=sum(products[s].price_cents * q for s, q in wanted.items()),
+        total_cents=sum(levels[s].price_cents * q for s, q in wanted.items()),
         idempotency_key=idempotency_key,
         request_fingerprint=fingerprint,
-    )
-    for sku, quantity in wanted.items():
-        product = products[sku]
-        product.stock -= quantity  # the row is locked: absolute values are safe
-        order.lines.append(
+        lines=[
             OrderLine(
-                product_id=product.id,
+                product_id=levels[sku].id,
                 sku=sku,
                 quantity=quantity,
-                unit_price_cents=product.price_cents,
+                unit_price_cents=levels[sku].price_cents,
             )
-        )
+            for sku, quantity in wanted.items()
+        ],
+    )
     uow.orders.add(order)
     uow.commit()
     return PlacedOrder(order, replayed=False)
@@ -205,9 +204,8 @@ def cancel_order(uow: UnitOfWork, order_id: int) -> Order:
         raise OrderNotFoundError(f"no order with id {order_id}")
     if order.status == "cancelled":
         return order
-    products = uow.products.lock_by_skus(sorted({line.sku for line in order.lines}))
-    for line in order.lines:
-        products[line.sku].stock += line.quantity
+    uow.products.lock_stock([line.sku for line in order.lines])
+    uow.products.adjust_stock({line.product_id: line.quantity for line in order.lines})
     order.status = "cancelled"
     order.cancelled_at = dt.datetime.now(dt.UTC)
     uow.commit()

@@ -33,6 +33,7 @@ ENV_VARS: tuple[str, ...] = (
     "DB_POOL_SIZE",
     "DB_MAX_OVERFLOW",
     "DB_POOL_RECYCLE",
+    "DB_POOL_PRE_PING_IDLE",
     "DB_CONNECT_TIMEOUT",
     "DB_STATEMENT_TIMEOUT_MS",
     "DB_APPLICATION_NAME",
@@ -64,6 +65,7 @@ class Settings:
     pool_size: int = 5
     max_overflow: int = 5
     pool_recycle: int = 1800
+    pool_pre_ping_idle: int = 5
     connect_timeout: int = 5
     statement_timeout_ms: int = 30_000
     application_name: str = "dataaccess"
@@ -99,6 +101,7 @@ class Settings:
             pool_size=env.integer("DB_POOL_SIZE", 5, low=1, high=100),
             max_overflow=env.integer("DB_MAX_OVERFLOW", 5, low=0, high=100),
             pool_recycle=env.integer("DB_POOL_RECYCLE", 1800, low=-1, high=86_400),
+            pool_pre_ping_idle=env.integer("DB_POOL_PRE_PING_IDLE", 5, low=0, high=3600),
             connect_timeout=env.integer("DB_CONNECT_TIMEOUT", 5, low=1, high=300),
             statement_timeout_ms=env.integer("DB_STATEMENT_TIMEOUT_MS", 30_000, low=0),
             application_name=env.text("DB_APPLICATION_NAME", "dataaccess", max_len=63),

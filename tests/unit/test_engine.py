@@ -16,19 +16,24 @@ ENV = {
 }
 
 
-def test_ecs_gets_the_configured_pool_with_pre_ping():
+def test_ecs_gets_the_configured_pool():
     engine = create_engine(Settings.from_env(ENV))
     assert isinstance(engine.pool, QueuePool)
     assert engine.pool.size() == 7
     assert engine.pool._max_overflow == 3
+    # The idle-only ping replaces SQLAlchemy's ping-every-checkout (tests/integration/test_pool.py).
+    assert not engine.pool._pre_ping
+
+
+def test_idle_zero_selects_sqlalchemy_ping_on_every_checkout():
+    engine = create_engine(Settings.from_env({**ENV, "DB_POOL_PRE_PING_IDLE": "0"}))
     assert engine.pool._pre_ping
 
 
-def test_lambda_gets_one_pinged_connection_and_no_overflow():
+def test_lambda_gets_one_connection_and_no_overflow():
     engine = create_engine(Settings.from_env({**ENV, "AWS_LAMBDA_FUNCTION_NAME": "fn"}))
     assert engine.pool.size() == 1
     assert engine.pool._max_overflow == 0
-    assert engine.pool._pre_ping
 
 
 def test_credentials_never_enter_the_url():

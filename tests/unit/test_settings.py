@@ -69,6 +69,7 @@ def test_secret_mode_takes_the_user_from_the_secret():
         ({"DB_POOL_SIZE": "many"}, "DB_POOL_SIZE"),
         ({"DB_MAX_OVERFLOW": "-1"}, "DB_MAX_OVERFLOW"),
         ({"DB_POOL_RECYCLE": "1.5"}, "DB_POOL_RECYCLE"),
+        ({"DB_POOL_PRE_PING_IDLE": "-1"}, "DB_POOL_PRE_PING_IDLE"),
         ({"DB_CONNECT_TIMEOUT": "0"}, "DB_CONNECT_TIMEOUT"),
         ({"DB_STATEMENT_TIMEOUT_MS": "-5"}, "DB_STATEMENT_TIMEOUT_MS"),
         ({"DB_APPLICATION_NAME": "x" * 64}, "DB_APPLICATION_NAME"),
