@@ -4,7 +4,6 @@
 
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV_VERSION ?= 3.3.30
-CFN_LINT_SPEC ?= cfn-lint>=1.51,<2
 CFN_TEMPLATES := $(sort $(wildcard cfn/*.yaml))
 TERRAFORM ?= terraform
 # Provider mirror for offline `terraform init` (a filesystem mirror laid out as
@@ -21,7 +20,7 @@ TF_CHECK_DATA_DIR ?= $(CURDIR)/build/tf-check
 export CHECKOV := $(abspath $(CHECKOV_VENV))/bin/checkov
 export TF_PLUGIN_DIR
 
-.PHONY: checkov-venv cfn-lint-install cfn-validate checkov tf-fmt tf-validate tf-test \
+.PHONY: checkov-venv cfn-validate checkov tf-fmt tf-validate tf-test \
 	tf-check iac-check tf-init tf-plan tf-apply deploy deploy-dry-run
 
 # checkov pins its own dependency tree (boto3 ranges among others), so it gets
@@ -34,17 +33,10 @@ $(CHECKOV_VENV)/.installed:
 
 checkov-venv: $(CHECKOV_VENV)/.installed ## virtualenv with checkov (.venv-checkov)
 
-# cfn-lint goes into .venv: tests/infra import its YAML loader. A no-op once the
-# dev extra provides it.
-$(VENV)/.cfn-lint: $(VENV)/.installed
-	$(PY) -c 'import cfnlint' 2>/dev/null || $(PY) -m pip install --quiet '$(CFN_LINT_SPEC)'
-	touch $@
+# cfn-lint itself is in the dev extra (.venv): tests/infra import its YAML loader.
+TEST_PREREQS += checkov-venv
 
-cfn-lint-install: $(VENV)/.cfn-lint
-
-TEST_PREREQS += checkov-venv cfn-lint-install
-
-cfn-validate: cfn-lint-install ## cfn-lint every CloudFormation template (errors and warnings fail)
+cfn-validate: install ## cfn-lint every CloudFormation template (errors and warnings fail)
 	$(VENV)/bin/cfn-lint $(CFN_TEMPLATES)
 
 checkov: checkov-venv ## checkov over cfn/ and terraform/ (skips listed in .checkov.yaml)

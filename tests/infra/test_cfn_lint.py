@@ -10,7 +10,7 @@ from tests.infra.conftest import CFN_DIR, tool_in_venv
 
 def cfn_lint(*paths: Path) -> subprocess.CompletedProcess[str]:
     executable = tool_in_venv("cfn-lint")
-    assert executable, "cfn-lint is not installed: run `make cfn-lint-install`"
+    assert executable, "cfn-lint is not installed: run `make install` (it is in the dev extra)"
     return subprocess.run(
         [executable, "--format", "parseable", *map(str, paths)],
         capture_output=True,

@@ -232,6 +232,15 @@ def test_migration_task_runs_alembic_with_the_injected_master_secret(templates, 
     assert migration["Outputs"]["ContainerName"]["Value"] == container["Name"]
 
 
+def test_the_api_image_carries_what_the_migration_task_runs():
+    """The migration task runs `alembic upgrade head` in the API image: it must hold Alembic."""
+    api = CFN_DIR.parent / "api"
+    dockerfile = (api / "Dockerfile").read_text()
+    for path in ("alembic.ini", "alembic/"):
+        assert re.search(rf"^COPY {re.escape(path)} ", dockerfile, re.MULTILINE), path
+        assert f"!{path}" in (api / "Dockerfile.dockerignore").read_text().splitlines()
+
+
 # --- Lambda ---------------------------------------------------------------------
 
 
