@@ -1,9 +1,14 @@
 """Lambda entry points: `handler.stock_events_handler` (SQS) and `handler.report_handler`.
 
-The logger and the batch processor live at module scope; the Database (engines,
-pool, cached credentials) is module-scope state built on the first invocation
-that needs it, so a cold start that never reaches the database never connects
-and warm invocations reuse one pooled, pre-pinged connection.
+The logger lives at module scope; the Database (engines, pool, cached
+credentials) is module-scope state built on the first invocation that needs it,
+so a cold start that never reaches the database never connects and warm
+invocations reuse one pooled, pre-pinged connection.
+
+A batch of stock events is applied set-based, in one unit of work
+(`dataaccess.ingest.ingest_stock_events`: a handful of statements and one commit
+for the whole batch), and falls back to one unit of work per record only when
+that batch statement fails on a record the validator let through.
 """
 
 from __future__ import annotations
@@ -11,31 +16,28 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import traceback
+from dataclasses import dataclass, field
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
-from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, SQSRecord
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, SQSEvent, SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from sqlalchemy.exc import DBAPIError
+from botocore.exceptions import BotoCoreError, ClientError
+from sqlalchemy import exc as sa_exc
 
 from dataaccess import Database, Settings, reports, services
 from dataaccess.credentials import CredentialProvider, provider_for
+from dataaccess.engine import is_auth_failure
 from dataaccess.errors import DomainError
+from dataaccess.ingest import IngestResult, ingest_stock_events
 from dataaccess.services import StockEventIn
 
 logger = Logger()  # service name from POWERTOOLS_SERVICE_NAME, level from LOG_LEVEL
-processor = BatchProcessor(event_type=EventType.SQS)
 
 _database: Database | None = None
 _writer_credentials: CredentialProvider | None = None
-# Set when a record of the current batch could not reach the database at all:
-# the rest of the batch then fails fast instead of waiting out a connect timeout each.
-_unreachable: BaseException | None = None
 
 MAX_EVENT_ID = 200
 MAX_SKU = 64
@@ -47,7 +49,12 @@ class MalformedEventError(ValueError):
 
 
 class DatabaseUnavailableError(RuntimeError):
-    """An earlier record of this batch could not reach the database."""
+    """The database could not be reached (or refused the login) while applying this batch."""
+
+
+class StockEventFailedError(RuntimeError):
+    """A record failed for a reason other than its content; the message names only the error
+    class (and SQLSTATE), never the statement's parameters."""
 
 
 class ReportRequestError(ValueError):
@@ -87,43 +94,172 @@ def writer_credentials() -> CredentialProvider | None:
 # -- stock events (SQS) --------------------------------------------------------------
 
 
+@dataclass
+class BatchOutcome:
+    """What happened to each record of one invocation, by SQS message id."""
+
+    path: str = "none"  # "batch", "per-record" (fallback) or "unavailable" (outage)
+    applied: int = 0  # records whose event this invocation committed
+    duplicates: int = 0  # records acknowledged without effect (seen before, or earlier in batch)
+    failures: dict[str, BaseException] = field(default_factory=dict)  # message id -> safe error
+
+    def fail(
+        self, message_id: str, event_id: str | None, error: BaseException, **extra: Any
+    ) -> None:
+        self.failures[message_id] = error
+        logger.warning(
+            "stock event failed",
+            extra={
+                "message_id": message_id,
+                "event_id": event_id,
+                "error": _describe(error),
+                **extra,
+            },
+        )
+
+
 @logger.inject_lambda_context(clear_state=True)
 def stock_events_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Apply each SQS record's stock event once; report the records that failed."""
-    global _unreachable
-    _unreachable = None
-    get_database()  # a configuration error fails the invocation, not each record
-    return dict(
-        process_partial_response(
-            event=event, record_handler=apply_record, processor=processor, context=context
-        )
+    """Apply the batch's stock events, each exactly once; report the records that failed.
+
+    Returns ``{"batchItemFailures": [{"itemIdentifier": <messageId>}, ...]}``, and raises
+    `BatchProcessingError` when every record failed (an outage, typically), so that the
+    invocation counts as an error and SQS redelivers the whole batch.
+    """
+    database = get_database()  # a configuration error fails the invocation, not each record
+    records = list(SQSEvent(event).records)
+    outcome = BatchOutcome()
+    parsed: list[tuple[SQSRecord, StockEventIn]] = []
+    for record in records:
+        try:
+            parsed.append((record, parse_stock_event(record.body)))
+        except MalformedEventError as exc:
+            outcome.fail(record.message_id, None, exc)
+    if parsed:
+        apply_batch(database, parsed, outcome)
+
+    logger.info(
+        "stock events batch",
+        extra={
+            "records": len(records),
+            "path": outcome.path,
+            "applied": outcome.applied,
+            "duplicates": outcome.duplicates,
+            "failed": len(outcome.failures),
+        },
     )
+    if records and all(r.message_id in outcome.failures for r in records):
+        raise BatchProcessingError(
+            msg=f"All {len(records)} records failed processing.",
+            child_exceptions=[
+                (type(error), error, error.__traceback__) for error in outcome.failures.values()
+            ],
+        )
+    return {
+        "batchItemFailures": [
+            {"itemIdentifier": r.message_id} for r in records if r.message_id in outcome.failures
+        ]
+    }
 
 
-def apply_record(record: SQSRecord) -> bool:
-    """Apply one record; True when applied, False for a duplicate. Raise to fail the record."""
-    global _unreachable
-    fields: dict[str, Any] = {"message_id": record.message_id}
+def apply_batch(
+    database: Database, parsed: list[tuple[SQSRecord, StockEventIn]], outcome: BatchOutcome
+) -> None:
+    """Apply the parsed records in one unit of work; on a poison record, one at a time.
+
+    A pooled connection that turns out dead (dropped while the environment was
+    frozen, a failover) is retried once on a fresh one; a database that cannot be
+    reached fails every record; any other error means some record breaks the
+    set-based statements, so each record gets its own unit of work.
+    """
+    events = [stock_event for _, stock_event in parsed]
     try:
-        stock_event = parse_stock_event(record.body)
-        fields["event_id"] = stock_event.event_id
-        if _unreachable is not None:
-            raise DatabaseUnavailableError("database unreachable earlier in this batch")
-        with get_database().unit_of_work() as uow:
-            applied = services.apply_stock_event(uow, stock_event)
-    except (MalformedEventError, DomainError, DatabaseUnavailableError) as exc:
-        logger.warning("stock event rejected", extra={**fields, "error": _describe(exc)})
-        raise
-    except DBAPIError as exc:
-        if _is_connection_failure(exc):
-            _unreachable = exc
-        logger.exception("stock event failed", extra={**fields, "error": type(exc).__name__})
-        raise
+        result = _ingest(database, events)
     except Exception as exc:
-        logger.exception("stock event failed", extra={**fields, "error": type(exc).__name__})
-        raise
-    logger.info("stock event", extra={**fields, "outcome": "applied" if applied else "duplicate"})
-    return applied
+        if _cannot_reach_database(exc):
+            outcome.path = "unavailable"
+            # One line for the batch, not one per record: they all share this cause.
+            logger.error(
+                "database unreachable; failing the batch",
+                extra={"records": len(parsed), "error": _describe(exc)},
+            )
+            cause = DatabaseUnavailableError(f"database unreachable: {_describe(exc)}")
+            for record, _ in parsed:
+                outcome.failures[record.message_id] = cause
+            return
+        logger.warning(
+            "batch apply failed; applying one record at a time",
+            extra={"records": len(parsed), "error": _describe(exc), "stack": _stack(exc)},
+        )
+        outcome.path = "per-record"
+        _apply_each(database, parsed, outcome)
+        return
+    outcome.path = "batch"
+    # A record is acknowledged only when its event id was applied (now or before) and no
+    # record carrying that id was rejected: nothing is acknowledged that was not committed.
+    rejected: dict[str, DomainError] = {}
+    for rejection in result.rejected:
+        rejected.setdefault(rejection.event_id, rejection.error)
+    settled = {*result.applied, *result.duplicates}
+    newly_applied = set(result.applied)
+    for record, stock_event in parsed:
+        event_id = stock_event.event_id
+        error: BaseException | None = rejected.get(event_id)
+        if error is None and event_id not in settled:
+            error = StockEventFailedError(f"no outcome reported for event {event_id}")
+        if error is not None:
+            outcome.fail(record.message_id, event_id, error)
+        elif event_id in newly_applied:
+            newly_applied.discard(event_id)  # a later record with this id is a duplicate
+            outcome.applied += 1
+        else:
+            outcome.duplicates += 1
+
+
+def _ingest(database: Database, events: list[StockEventIn]) -> IngestResult:
+    """One unit of work, one commit for the batch; once more if the pooled connection was dead."""
+    try:
+        with database.unit_of_work() as uow:
+            return ingest_stock_events(uow, events, chunk_size=len(events))
+    except sa_exc.DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        # Dropped while the environment was frozen, or by a failover, after its last
+        # use; SQLAlchemy has invalidated the pool. Whatever the dead transaction did
+        # is undone or, if it committed, found in the ledger now as duplicates.
+        logger.info("pooled connection was dead; retrying the batch on a fresh one")
+    with database.unit_of_work() as uow:
+        return ingest_stock_events(uow, events, chunk_size=len(events))
+
+
+def _apply_each(
+    database: Database, parsed: list[tuple[SQSRecord, StockEventIn]], outcome: BatchOutcome
+) -> None:
+    """The fallback: one unit of work per record, so only the poison record fails."""
+    unreachable: DatabaseUnavailableError | None = None
+    for record, stock_event in parsed:
+        if unreachable is not None:
+            # Fail fast instead of waiting out a connect timeout per record.
+            outcome.fail(record.message_id, stock_event.event_id, unreachable)
+            continue
+        try:
+            with database.unit_of_work() as uow:
+                applied = services.apply_stock_event(uow, stock_event)
+        except DomainError as exc:
+            outcome.fail(record.message_id, stock_event.event_id, exc)
+            continue
+        except Exception as exc:
+            if _cannot_reach_database(exc):
+                unreachable = DatabaseUnavailableError(f"database unreachable: {_describe(exc)}")
+                outcome.fail(record.message_id, stock_event.event_id, unreachable)
+            else:
+                error = StockEventFailedError(_describe(exc))
+                outcome.fail(record.message_id, stock_event.event_id, error, stack=_stack(exc))
+            continue
+        if applied:
+            outcome.applied += 1
+        else:
+            outcome.duplicates += 1
 
 
 def parse_stock_event(body: str) -> StockEventIn:
@@ -167,15 +303,46 @@ def _timestamp(value: Any, name: str, error: type[ValueError]) -> dt.datetime:
     return parsed
 
 
-def _is_connection_failure(exc: DBAPIError) -> bool:
-    # The server answers every statement-level error with a SQLSTATE (a timeout,
-    # a serialization failure...); an error without one never reached a session.
-    return exc.connection_invalidated or getattr(exc.orig, "pgcode", None) is None
+def _cannot_reach_database(exc: BaseException) -> bool:
+    """No session with the database: connect refused or timed out, login refused, connection
+    lost, no pool slot, or the credential source (Secrets Manager, STS) unavailable."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        # The server answers every statement-level error with a SQLSTATE (a timeout,
+        # a serialization failure...); a connection-level error never reached a session.
+        return (
+            exc.connection_invalidated
+            or is_auth_failure(exc.orig)
+            or (
+                isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError))
+                and getattr(exc.orig, "pgcode", None) is None
+            )
+        )
+    return isinstance(
+        exc, (sa_exc.TimeoutError, sa_exc.DisconnectionError, BotoCoreError, ClientError)
+    )
 
 
 def _describe(exc: BaseException) -> str:
-    # Our own messages name fields, skus and event ids, never credentials.
-    return f"{type(exc).__name__}: {exc}"
+    """An error for the logs: never a statement's parameters (event bodies) or a credential."""
+    if isinstance(exc, (MalformedEventError, DomainError, DatabaseUnavailableError)):
+        # Our own messages name fields, skus and event ids, never credentials or values.
+        return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, StockEventFailedError):
+        return str(exc)
+    if isinstance(exc, sa_exc.DBAPIError):
+        # str(exc) carries the SQL and its parameters. A server error's text may quote
+        # a value; a connection error's text (host, port, user, reason) never does.
+        pgcode = getattr(exc.orig, "pgcode", None)
+        if pgcode is not None:
+            return f"{type(exc.orig).__name__} (SQLSTATE {pgcode})"
+        first_line = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else ""
+        return f"{type(exc.orig).__name__}: {first_line}".rstrip(": ")
+    return type(exc).__name__
+
+
+def _stack(exc: BaseException) -> str:
+    """Where an unexpected error was raised: frames only, not the message (it may hold values)."""
+    return "".join(traceback.format_tb(exc.__traceback__)[-4:])
 
 
 # -- report (schedule or direct invoke) ---------------------------------------------------

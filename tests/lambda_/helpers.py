@@ -11,6 +11,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import sqlalchemy as sa
+
 from dataaccess import Database, Settings, services
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,3 +103,17 @@ def stock(db: Database, sku: str) -> int:
 def failed_ids(response: dict[str, Any]) -> list[str]:
     """The message ids a partial batch response asks SQS to redeliver."""
     return sorted(item["itemIdentifier"] for item in response["batchItemFailures"])
+
+
+def count_connect_attempts(engine: sa.Engine, monkeypatch: Any) -> list[int]:
+    """A list that grows by one for each attempt (failed or not) to open a connection."""
+    attempts: list[int] = []
+    connect = engine.dialect.connect
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        attempts.append(1)
+        return connect(*args, **kwargs)
+
+    # On this engine's dialect only; the engine's do_connect hook calls dialect.connect.
+    monkeypatch.setattr(engine.dialect, "connect", counting)
+    return attempts

@@ -12,6 +12,7 @@ from dataaccess import Database, SettingsError
 from dataaccess.models import StockEvent
 from scripts.localpg import free_port
 from tests.lambda_.helpers import (
+    count_connect_attempts,
     failed_ids,
     load_event,
     sqs_event,
@@ -83,30 +84,59 @@ def test_two_invocations_racing_on_one_batch_apply_each_event_once(
 
 
 def test_database_outage_fails_the_records_instead_of_dropping_them(
-    handler_env, new_handler, lambda_context
+    handler_env, new_handler, lambda_context, monkeypatch
 ):
     handler = new_handler(DB_PORT=str(free_port()), DB_CONNECT_TIMEOUT="2")
+    attempts = count_connect_attempts(handler.get_database().writer, monkeypatch)
     event = sqs_event(*(stock_body(f"e-{i}", "SKU-RED", 1) for i in range(4)))
 
-    # Every record failed, so Powertools fails the invocation: SQS redelivers the
-    # whole batch and Lambda's error metric shows the outage.
+    # Every record failed, so the invocation fails: SQS redelivers the whole batch,
+    # Lambda's Errors metric shows the outage and the event source mapping backs off.
     with pytest.raises(BatchProcessingError) as caught:
         handler.stock_events_handler(event, lambda_context)
 
     errors = [type(info[1]).__name__ for info in caught.value.child_exceptions]
-    # One connect attempt; the rest of the batch fails fast.
-    assert errors == ["OperationalError"] + ["DatabaseUnavailableError"] * 3
+    assert errors == ["DatabaseUnavailableError"] * 4
+    assert "Connection refused" in str(caught.value.child_exceptions[0][1])
+    # One connect attempt for the whole batch, not one connect timeout per record.
+    assert len(attempts) == 1
 
 
-def test_a_batch_after_an_outage_tries_the_database_again(handler, seeded, lambda_context):
-    handler._unreachable = RuntimeError("left over from the previous invocation")
+def test_an_outage_with_a_malformed_record_still_fails_the_invocation(
+    handler_env, new_handler, lambda_context
+):
+    handler = new_handler(DB_PORT=str(free_port()), DB_CONNECT_TIMEOUT="2")
+    event = sqs_event("{not json", stock_body("e-1", "SKU-RED", 1))
 
-    response = handler.stock_events_handler(
-        sqs_event(stock_body("e-1", "SKU-RED", 1)), lambda_context
-    )
+    with pytest.raises(BatchProcessingError) as caught:
+        handler.stock_events_handler(event, lambda_context)
+
+    errors = [type(info[1]).__name__ for info in caught.value.child_exceptions]
+    assert errors == ["MalformedEventError", "DatabaseUnavailableError"]
+
+
+def test_a_batch_after_an_outage_tries_the_database_again(
+    handler_env, new_handler, app_settings, seeded, lambda_context
+):
+    handler = new_handler(DB_PORT=str(free_port()), DB_CONNECT_TIMEOUT="2")
+    event = sqs_event(stock_body("e-1", "SKU-RED", 1))
+    with pytest.raises(BatchProcessingError):
+        handler.stock_events_handler(event, lambda_context)
+    # The database is back (here: the same environment, a reachable Database).
+    handler.set_database(Database.from_settings(app_settings)).dispose()
+
+    response = handler.stock_events_handler(event, lambda_context)
 
     assert response["batchItemFailures"] == []
     assert stock(seeded, "SKU-RED") == 6
+
+
+def test_a_batch_whose_every_record_is_malformed_fails_the_invocation(handler, lambda_context):
+    with pytest.raises(BatchProcessingError) as caught:
+        handler.stock_events_handler(sqs_event("{not json", "[]"), lambda_context)
+
+    errors = [type(info[1]).__name__ for info in caught.value.child_exceptions]
+    assert errors == ["MalformedEventError"] * 2
 
 
 def test_import_does_not_connect_and_bad_settings_fail_at_first_use(
