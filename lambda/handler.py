@@ -52,8 +52,8 @@ class DatabaseUnavailableError(RuntimeError):
 
 
 class StockEventFailedError(RuntimeError):
-    """A record failed for a reason other than its content; the message names only the error
-    class (and SQLSTATE), never the statement's parameters."""
+    """A record failed with a database or unexpected error (not a domain rule); the message
+    names only the error class and SQLSTATE, never the statement's parameters."""
 
 
 class ReportRequestError(ValueError):
