@@ -68,6 +68,9 @@ def create_engine(
         # 0 means SQLAlchemy's own ping on every checkout; otherwise ours, below.
         "pool_pre_ping": settings.pool_pre_ping_idle == 0,
         "pool_recycle": settings.pool_recycle,
+        # Error messages carry the statement but never its parameters: those
+        # hold emails and event bodies, and errors end up in logs.
+        "hide_parameters": True,
         # A caller choosing its own pool class (e.g. NullPool for one-off
         # migrations) also chooses its sizing.
         **({} if "poolclass" in engine_kwargs else _pool_policy(settings)),

@@ -92,8 +92,10 @@ class Order(Base):
     created_at: Mapped[dt.datetime] = _now()
     cancelled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
+    # Loaded explicitly by the repository (selectinload), never behind a caller's
+    # back: "raise" turns an accidental lazy load into an error, not a hidden query.
     lines: Mapped[list[OrderLine]] = relationship(
-        back_populates="order", lazy="selectin", order_by="OrderLine.id"
+        back_populates="order", lazy="raise", order_by="OrderLine.id"
     )
 
 

@@ -42,3 +42,7 @@ def test_credentials_never_enter_the_url():
     assert "pw-not-in-url" not in rendered
     assert engine.url.username is None
     assert "pw-not-in-url" not in repr(engine)
+
+
+def test_statement_parameters_never_appear_in_errors():
+    assert create_engine(Settings.from_env(ENV)).hide_parameters
