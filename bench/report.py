@@ -50,6 +50,38 @@ def postgres_version() -> str:
         return "?"
 
 
+# The first full run (commit 6b213be, `python -m bench`, the machine busy with other
+# test runs) and what changed since, per workload. "After" is this run's ratio.
+HISTORY = {
+    "B1": (
+        4.19,
+        "pre-ping only after 5 s idle (`DB_POOL_PRE_PING_IDLE`): two round trips "
+        "fewer per checkout; read-only flag set per transaction instead of per-checkout "
+        "connection characteristics; the by-sku statement built once",
+    ),
+    "B2": (
+        4.27,
+        "one `UPDATE ... FROM unnest` for the stock instead of an ORM UPDATE per "
+        "product; ORM bulk INSERT ... RETURNING for the order and its lines; no implicit "
+        "selectin of the new order's lines; the customer checked by its foreign key; "
+        "plus B1's pre-ping change",
+    ),
+    "B3": (0.87, "the stock UPDATE shared with place_order (`ProductRepository.adjust_stock`)"),
+    "B4": (
+        1.30,
+        "no change to the package: the first run compared a ~900-character token "
+        "with a 22-character password under SCRAM; the baseline now uses a password of "
+        "the token's length (see the notes)",
+    ),
+    "B5": (0.50, "B1's changes on the request's read path"),
+    "B6": (
+        1.20,
+        "the handler applies the batch set-based in one unit of work "
+        "(`dataaccess.ingest`) instead of one unit of work per record",
+    ),
+}
+
+
 def _num(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:,.2f}"
 
@@ -76,6 +108,21 @@ def render(rows: Sequence[Row], *, sizes: Sizes, command: str, elapsed: float) -
             f"| {row.ratio:.2f} | {row.goal} | {'yes' if row.met else '**no**'} |"
         )
     lines += ["", "Units: " + "; ".join(f"{r.key} {r.unit}" for r in rows) + ".", ""]
+    lines += [
+        "## Before and after",
+        "",
+        "The first run (commit 6b213be) shared the machine with other test runs, so part "
+        "of each difference is noise; the notes of each row below measure the causes in "
+        "this run.",
+        "",
+        "| # | Ratio at the first run | Ratio now | What changed |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        if row.key in HISTORY:
+            before, change = HISTORY[row.key]
+            lines.append(f"| {row.key} | {before:.2f} | {row.ratio:.2f} | {change} |")
+    lines.append("")
     for row in rows:
         lines += [f"## {row.key}: {row.workload}", ""]
         lines += [f"- {note}" for note in row.notes]
