@@ -15,7 +15,6 @@ handler's own JSON logs go to stdout before it. The cluster is stopped at the en
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import os
@@ -28,10 +27,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from dataaccess import Database, Settings, services
-from dataaccess.errors import AlreadyExistsError
-from scripts.devdb import APP_ROLE, local_settings, migrate, set_password
-from scripts.run_local import ensure_database, start_cluster
+from dataaccess import Settings
+from scripts.devdb import APP_ROLE
+from scripts.run_local import provision, start_cluster
 
 REPO = Path(__file__).resolve().parent.parent
 DB_NAME = "inventory"
@@ -54,17 +52,6 @@ class LocalContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return 60_000
-
-
-def seed(admin: Settings) -> None:
-    """The sample events' products; existing ones are left as they are."""
-    database = Database.from_settings(admin)
-    try:
-        for sku, name, price, stock in SEED_PRODUCTS:
-            with database.unit_of_work() as uow, contextlib.suppress(AlreadyExistsError):
-                services.create_product(uow, sku=sku, name=name, price_cents=price, stock=stock)
-    finally:
-        database.dispose()
 
 
 def lambda_environment(admin: Settings, password: str) -> dict[str, str]:
@@ -131,18 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cluster = start_cluster(args.dir)
     try:
-        ensure_database(cluster, DB_NAME)
-        admin = local_settings(
-            host=cluster.host,
-            port=cluster.port,
-            dbname=DB_NAME,
-            user=cluster.user,
-            password=cluster.password,
-        )
-        migrate(admin)
-        seed(admin)
-        password = secrets.token_urlsafe(18)
-        set_password(admin, APP_ROLE, password)
+        admin, password = provision(cluster, DB_NAME, products=SEED_PRODUCTS)
         os.environ.update(lambda_environment(admin, password))
 
         module = load_handler()

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -66,18 +67,49 @@ def ensure_database(cluster: LocalPostgres, name: str) -> None:
         conn.close()
 
 
-def seed(admin: Settings) -> None:
-    """A few customers and products; what exists already is left as it is."""
+def seed(
+    admin: Settings,
+    *,
+    customers: Sequence[tuple[str, str]] = (),
+    products: Sequence[tuple[str, str, int, int]] = (),
+) -> None:
+    """Create these customers and products; what exists already is left as it is."""
     database = Database.from_settings(admin)
     try:
-        for email, name in SEED_CUSTOMERS:
+        for email, name in customers:
             with database.unit_of_work() as uow, contextlib.suppress(AlreadyExistsError):
                 services.create_customer(uow, email=email, name=name)
-        for sku, name, price, stock in SEED_PRODUCTS:
+        for sku, name, price, stock in products:
             with database.unit_of_work() as uow, contextlib.suppress(AlreadyExistsError):
                 services.create_product(uow, sku=sku, name=name, price_cents=price, stock=stock)
     finally:
         database.dispose()
+
+
+def provision(
+    cluster: LocalPostgres,
+    name: str,
+    *,
+    customers: Sequence[tuple[str, str]] = (),
+    products: Sequence[tuple[str, str, int, int]] = (),
+) -> tuple[Settings, str]:
+    """Create database `name` if missing, migrate and seed it, give the app role a new password.
+
+    Returns the admin (migration) settings and the app role's password.
+    """
+    ensure_database(cluster, name)
+    admin = local_settings(
+        host=cluster.host,
+        port=cluster.port,
+        dbname=name,
+        user=cluster.user,
+        password=cluster.password,
+    )
+    migrate(admin)
+    seed(admin, customers=customers, products=products)
+    password = secrets.token_urlsafe(18)
+    set_password(admin, APP_ROLE, password)
+    return admin, password
 
 
 def first_customer_id(admin: Settings) -> int:
@@ -160,18 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     cluster = start_cluster(args.dir)
     api: subprocess.Popen[bytes] | None = None
     try:
-        ensure_database(cluster, DB_NAME)
-        admin = local_settings(
-            host=cluster.host,
-            port=cluster.port,
-            dbname=DB_NAME,
-            user=cluster.user,
-            password=cluster.password,
+        admin, password = provision(
+            cluster, DB_NAME, customers=SEED_CUSTOMERS, products=SEED_PRODUCTS
         )
-        migrate(admin)
-        seed(admin)
-        password = secrets.token_urlsafe(18)
-        set_password(admin, APP_ROLE, password)
         api = serve(cluster, args.port, password)
         base = f"http://127.0.0.1:{args.port}"
         if not wait_ready(f"{base}/readyz", api):
