@@ -40,10 +40,11 @@ def run_all(
     sizes: Sizes,
     only: Sequence[str] = tuple(WORKLOADS),
     progress: Callable[[str], None] = lambda _: None,
+    ca_file: str | None = None,
 ) -> list[Row]:
     """Run the chosen workloads against a fresh database in a running cluster."""
     rows = []
-    with bench_database(host, port, superuser, password) as bdb:
+    with bench_database(host, port, superuser, password, ca_file) as bdb:
         for key in only:
             started = time.perf_counter()
             row = WORKLOADS[key](bdb, sizes)
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             sizes,
             only,
             progress=lambda line: print(line, flush=True),
+            ca_file=str(cluster.ca_file) if cluster.ca_file else None,
         )
     finally:
         cluster.stop()
@@ -90,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m bench" + (" --smoke" if args.smoke else "")
     if args.only != ",".join(WORKLOADS):
         command += f" --only {','.join(only)}"
-    text = render(rows, sizes=sizes, command=command, elapsed=elapsed)
+    text = render(
+        rows, sizes=sizes, command=command, elapsed=elapsed, tls=cluster.ca_file is not None
+    )
     if out is not None:
         out.write_text(text)
         print(f"wrote {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")

@@ -65,7 +65,7 @@ def run(bdb: BenchDB, sizes: Sizes) -> Row:
             "user": STATIC_ROLE,
             "password": static_password,
             # What create_engine passes, so both logins carry the same options.
-            "sslmode": settings.sslmode,
+            **bdb.tls_kwargs(),
             "connect_timeout": settings.connect_timeout,
             "application_name": settings.application_name,
             "options": f"-c statement_timeout={settings.statement_timeout_ms}",

@@ -35,7 +35,7 @@ def app_env(bdb: BenchDB) -> dict[str, str]:
         "DB_USER": "bench_app",
         "DB_AUTH": "password",
         "DB_PASSWORD": bdb.app_password,
-        "DB_SSLMODE": "disable",
+        **bdb.tls_env(),
         "DB_POOL_SIZE": str(THREADS),
         "DB_MAX_OVERFLOW": "0",
     }

@@ -77,7 +77,7 @@ def lambda_environment(bdb: BenchDB, secret_id: str) -> Iterator[None]:
         "DB_NAME": bdb.name,
         "DB_AUTH": "secret",
         "DB_SECRET_ID": secret_id,
-        "DB_SSLMODE": "disable",
+        **bdb.tls_env(),
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

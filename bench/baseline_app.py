@@ -24,7 +24,9 @@ def create_app() -> Flask:
         dbname=os.environ["DB_NAME"],
         user=os.environ["DB_USER"],
         password=os.environ["DB_PASSWORD"],
-        sslmode="disable",
+        # The same TLS settings as the API under test.
+        sslmode=os.environ.get("DB_SSLMODE", "verify-full"),
+        sslrootcert=os.environ.get("DB_SSLROOTCERT"),
     )
 
     @app.get("/products/<sku>")

@@ -26,7 +26,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         dbname=os.environ["DB_NAME"],
         user=secret["username"],
         password=secret["password"],
-        sslmode=os.environ.get("DB_SSLMODE", "require"),
+        sslmode=os.environ.get("DB_SSLMODE", "verify-full"),
+        sslrootcert=os.environ.get("DB_SSLROOTCERT"),
     )
     failures = []
     try:

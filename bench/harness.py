@@ -16,6 +16,7 @@ import psycopg2.extras
 
 from dataaccess import Settings
 from scripts.devdb import local_settings, migrate, set_password
+from scripts.localpg import tls_env
 
 # Our own login role, so a benchmark sharing a cluster with the test session
 # never touches the password the tests gave the application role.
@@ -91,6 +92,19 @@ class BenchDB:
     superpassword: str = field(repr=False)
     name: str
     app_password: str = field(repr=False)
+    # The server's CA when it speaks TLS: then both sides of every pair connect with
+    # sslmode=verify-full, as the design requires in AWS.
+    ca_file: str | None = None
+
+    def tls_env(self) -> dict[str, str]:
+        """DB_SSLMODE / DB_SSLROOTCERT for our side."""
+        return tls_env(self.ca_file)
+
+    def tls_kwargs(self) -> dict[str, str]:
+        """The same, as psycopg2.connect arguments, for the baselines."""
+        if self.ca_file is None:
+            return {"sslmode": "disable"}
+        return {"sslmode": "verify-full", "sslrootcert": self.ca_file}
 
     def admin_settings(self) -> Settings:
         return local_settings(
@@ -108,7 +122,7 @@ class BenchDB:
             dbname=self.name,
             user=BENCH_ROLE,
             password=self.app_password,
-            **env,
+            **{**self.tls_env(), **env},
         )
 
     def connect_kwargs(self) -> dict[str, Any]:
@@ -119,7 +133,7 @@ class BenchDB:
             "dbname": self.name,
             "user": BENCH_ROLE,
             "password": self.app_password,
-            "sslmode": "disable",
+            **self.tls_kwargs(),
         }
 
     def admin_connect(self, dbname: str | None = None) -> Any:
@@ -134,10 +148,18 @@ class BenchDB:
 
 
 @contextmanager
-def bench_database(host: str, port: int, superuser: str, password: str) -> Iterator[BenchDB]:
+def bench_database(
+    host: str, port: int, superuser: str, password: str, ca_file: str | None = None
+) -> Iterator[BenchDB]:
     """Create, migrate and seed a database for one benchmark run; drop it afterwards."""
     bdb = BenchDB(
-        host, port, superuser, password, f"bench_{secrets.token_hex(4)}", secrets.token_urlsafe(16)
+        host,
+        port,
+        superuser,
+        password,
+        f"bench_{secrets.token_hex(4)}",
+        secrets.token_urlsafe(16),
+        ca_file,
     )
     admin = bdb.admin_connect("postgres")
     admin.autocommit = True

@@ -14,7 +14,7 @@ import sqlalchemy
 from .harness import Row, Sizes
 
 
-def machine() -> str:
+def machine(*, tls: bool) -> str:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -34,7 +34,11 @@ def machine() -> str:
         f"{cpu}, {os.cpu_count()} CPUs{memory}; {platform.system()} {platform.release()}; "
         f"Python {platform.python_version()}, SQLAlchemy {sqlalchemy.__version__}, "
         f"psycopg2 {psycopg2.__version__.split()[0]}, PostgreSQL {postgres_version()} "
-        "(local, loopback TCP, no TLS, fsync off)"
+        + (
+            "(local, loopback TCP, TLS with sslmode=verify-full on both sides, fsync off)"
+            if tls
+            else "(local, loopback TCP, no TLS, fsync off)"
+        )
     )
 
 
@@ -86,14 +90,14 @@ def _num(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:,.2f}"
 
 
-def render(rows: Sequence[Row], *, sizes: Sizes, command: str, elapsed: float) -> str:
+def render(rows: Sequence[Row], *, sizes: Sizes, command: str, elapsed: float, tls: bool) -> str:
     lines = [
         "# Benchmark results",
         "",
         f"Written by `{command}` (`make bench`) on "
         f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC in {elapsed:.0f} s.",
         "",
-        f"Machine: {machine()}.",
+        f"Machine: {machine(tls=tls)}.",
         "",
         "Each pair runs in one process: a warm-up of both sides, then "
         f"{sizes.rounds} rounds alternating which side goes first; the numbers are medians. "

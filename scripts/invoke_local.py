@@ -29,6 +29,7 @@ from typing import Any
 
 from dataaccess import Settings
 from scripts.devdb import APP_ROLE
+from scripts.localpg import tls_env
 from scripts.run_local import provision, start_cluster
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,7 +55,7 @@ class LocalContext:
         return 60_000
 
 
-def lambda_environment(admin: Settings, password: str) -> dict[str, str]:
+def lambda_environment(admin: Settings, password: str, ca_file: Path | None) -> dict[str, str]:
     """What the template gives a deployed function, pointed at the local cluster."""
     return {
         "AWS_LAMBDA_FUNCTION_NAME": "local-invoke",
@@ -65,7 +66,7 @@ def lambda_environment(admin: Settings, password: str) -> dict[str, str]:
         "DB_USER": APP_ROLE,
         "DB_AUTH": "password",
         "DB_PASSWORD": password,
-        "DB_SSLMODE": "disable",
+        **tls_env(ca_file),
         "DB_APPLICATION_NAME": "lambda-local",
     }
 
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster = start_cluster(args.dir)
     try:
         admin, password = provision(cluster, DB_NAME, products=SEED_PRODUCTS)
-        os.environ.update(lambda_environment(admin, password))
+        os.environ.update(lambda_environment(admin, password, cluster.ca_file))
 
         module = load_handler()
         print(f"invoking handler.{name} with {event_path.name}", file=sys.stderr)

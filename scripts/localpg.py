@@ -49,6 +49,13 @@ def pg_bindir() -> Path:
     raise RuntimeError("PostgreSQL server binaries not found: install postgresql or set PG_BINDIR")
 
 
+def tls_env(ca_file: str | Path | None) -> dict[str, str]:
+    """DB_SSLMODE / DB_SSLROOTCERT for a local cluster: verify-full as in AWS when it has TLS."""
+    if ca_file is None:
+        return {"DB_SSLMODE": "disable"}
+    return {"DB_SSLMODE": "verify-full", "DB_SSLROOTCERT": str(ca_file)}
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
@@ -70,6 +77,12 @@ class LocalPostgres:
     @property
     def datadir(self) -> Path:
         return self.root / "data"
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The server's self-signed certificate (its own CA) when TLS is on, else None."""
+        cert = self.root / "server.crt"
+        return cert if cert.exists() else None
 
     @property
     def host(self) -> str:
@@ -96,6 +109,7 @@ class LocalPostgres:
         self.password = pwfile.read_text().strip()
         if self.running():
             self.stop()  # left over from a killed run: restart on our port
+        tls = self._certificate()
         log = self.root / "server.log"
         self._as_owner(
             str(pg_bindir() / "pg_ctl"),
@@ -107,7 +121,7 @@ class LocalPostgres:
             "--options",
             f"-p {self.port} -c listen_addresses=127.0.0.1 "
             f"-c unix_socket_directories='{self.root}' -c max_connections=200 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off" + tls,
         )
         return self
 
@@ -125,6 +139,34 @@ class LocalPostgres:
 
     def running(self) -> bool:
         return (self.datadir / "postmaster.pid").exists()
+
+    def _certificate(self) -> str:
+        """Server options for TLS with a self-signed certificate, made once per cluster.
+
+        The design requires sslmode=verify-full in AWS; with this the tests and
+        benchmarks can exercise the same path locally (DB_SSLROOTCERT=ca_file).
+        Without openssl on the machine the cluster runs without TLS.
+        """
+        cert, key = self.root / "server.crt", self.root / "server.key"
+        if not cert.exists():
+            if shutil.which("openssl") is None:
+                return ""
+            subprocess.run(
+                [
+                    "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "3650",
+                    "-subj", "/CN=localpg",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                ],
+                capture_output=True,
+                check=True,
+            )  # fmt: skip
+            key.chmod(0o600)  # PostgreSQL refuses a key others can read
+            owner = _server_os_user()
+            if owner is not None:
+                shutil.chown(key, owner.pw_uid, owner.pw_gid)
+            cert.chmod(0o644)
+        return f" -c ssl=on -c ssl_cert_file='{cert}' -c ssl_key_file='{key}'"
 
     def _initdb(self, pwfile: Path) -> None:
         if self.datadir.exists():

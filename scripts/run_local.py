@@ -30,7 +30,7 @@ from psycopg2 import sql
 from dataaccess import Database, Settings, services
 from dataaccess.errors import AlreadyExistsError
 from scripts.devdb import APP_ROLE, local_settings, migrate, set_password
-from scripts.localpg import LocalPostgres, free_port, usable_root
+from scripts.localpg import LocalPostgres, free_port, tls_env, usable_root
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -138,7 +138,7 @@ def serve(cluster: LocalPostgres, port: int, password: str) -> subprocess.Popen[
         "DB_USER": APP_ROLE,
         "DB_AUTH": "password",
         "DB_PASSWORD": password,
-        "DB_SSLMODE": "disable",
+        **tls_env(cluster.ca_file),
         "DB_APPLICATION_NAME": "api-local",
         "HOST": "127.0.0.1",
         "PORT": str(port),

@@ -34,6 +34,7 @@ class Cluster:
     options: str = ""
     maintenance_dbname: str = "postgres"
     template_dbname: str | None = None
+    ca_file: str | None = None  # the server's self-signed certificate, when TLS is on
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +45,8 @@ def pg_cluster() -> Iterator[Cluster]:
     server = LocalPostgres(root, free_port())
     try:
         server.start()
-        yield Cluster(server.host, server.port, server.user, server.password)
+        ca = str(server.ca_file) if server.ca_file else None
+        yield Cluster(server.host, server.port, server.user, server.password, ca_file=ca)
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)

@@ -14,7 +14,12 @@ from bench.report import render
 @pytest.mark.slow
 def test_every_workload_runs_and_reports_a_well_formed_row(pg_cluster):
     rows = run_all(
-        pg_cluster.host, pg_cluster.port, pg_cluster.user, pg_cluster.password, Sizes.smoke()
+        pg_cluster.host,
+        pg_cluster.port,
+        pg_cluster.user,
+        pg_cluster.password,
+        Sizes.smoke(),
+        ca_file=pg_cluster.ca_file,
     )
     assert [row.key for row in rows] == list(WORKLOADS)
     for row in rows:
@@ -26,6 +31,12 @@ def test_every_workload_runs_and_reports_a_well_formed_row(pg_cluster):
         assert row.goal
     b4 = next(row for row in rows if row.key == "B4")
     assert b4.extra["minted"] == 1
-    text = render(rows, sizes=Sizes.smoke(), command="python -m bench --smoke", elapsed=1.0)
+    text = render(
+        rows,
+        sizes=Sizes.smoke(),
+        command="python -m bench --smoke",
+        elapsed=1.0,
+        tls=pg_cluster.ca_file is not None,
+    )
     for key in WORKLOADS:
         assert f"| {key} |" in text
