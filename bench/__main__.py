@@ -73,8 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     root = usable_root(REPO / ".localpg" / f"bench-{os.getpid()}")
     cluster = LocalPostgres(root, free_port())
     started = time.perf_counter()
+    tls = False
     try:
         cluster.start()
+        tls = cluster.ca_file is not None  # read now: the folder is gone after the run
         rows = run_all(
             cluster.host,
             cluster.port,
@@ -92,9 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m bench" + (" --smoke" if args.smoke else "")
     if args.only != ",".join(WORKLOADS):
         command += f" --only {','.join(only)}"
-    text = render(
-        rows, sizes=sizes, command=command, elapsed=elapsed, tls=cluster.ca_file is not None
-    )
+    text = render(rows, sizes=sizes, command=command, elapsed=elapsed, tls=tls)
     if out is not None:
         out.write_text(text)
         print(f"wrote {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")

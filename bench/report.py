@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import re
 import subprocess
 from collections.abc import Sequence
 
@@ -49,7 +50,9 @@ def postgres_version() -> str:
         out = subprocess.run(
             [str(pg_bindir() / "postgres"), "--version"], capture_output=True, text=True, check=True
         )
-        return out.stdout.split()[-1]
+        # "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)" -> "15.18"
+        match = re.search(r"\(PostgreSQL\) ([\d.]+)", out.stdout)
+        return match.group(1) if match else out.stdout.strip()
     except (OSError, RuntimeError, subprocess.CalledProcessError):
         return "?"
 
