@@ -12,24 +12,26 @@ The same exactly-once rules, a chunk at a time instead of an event at a time:
   rejection never fails the rest of the batch, so an SQS consumer can report
   just the rejected ids as partial batch failures.
 
-Per chunk, the common case costs two statements: one
-``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING RETURNING`` into the
-ledger, then one ``UPDATE products ... FROM unnest(...)`` with the net delta per
-product, guarded by the lowest stock the product may have for every event to
-apply in order. Only a product whose guard fails (an event would go negative)
-takes a slow path: lock it, replay its events in order, and drop the ledger rows
-of the rejected ones before the commit.
+Per chunk: lock the chunk's products FOR NO KEY UPDATE in sku order, the
+order `place_order` locks in, so orders and ingests queue instead of
+deadlocking; one ``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING
+RETURNING`` into the ledger; then, with the locked stock in hand, each
+product's new events are replayed in batch order in Python, the ones that would
+take stock below zero (or past the column's range) are rejected and their own
+uncommitted ledger rows removed, and one ``UPDATE products ... FROM unnest``
+moves the stock.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import text
 
 from .errors import DomainError, InsufficientStockError, InvalidRequestError, ProductNotFoundError
-from .services import MAX_INT32, StockEventIn
+from .models import MAX_INT32
 from .uow import UnitOfWork
 
 DEFAULT_CHUNK_SIZE = 1000
@@ -51,31 +53,20 @@ _INSERT_LEDGER = text(
     """
 )
 
-# `need` is the stock a product must have for all its events to apply in batch
-# order without going below zero. Rows come in sku order, the order in which
-# place_order locks products, so the two never deadlock.
-_APPLY_DELTAS = text(
-    """
-    UPDATE products AS p
-    SET stock = p.stock + d.delta, updated_at = now()
-    FROM unnest(
-        CAST(:ids AS bigint[]), CAST(:deltas AS integer[]), CAST(:needs AS integer[])
-    ) AS d(id, delta, need)
-    WHERE p.id = d.id AND p.stock >= d.need
-    RETURNING p.id
-    """
-)
-
-_LOCK_PRODUCTS = text(
-    "SELECT id, sku, stock FROM products WHERE id = ANY(CAST(:ids AS bigint[])) "
-    "ORDER BY sku FOR UPDATE"
-)
-
 _FIND_IN_LEDGER = text(
     "SELECT event_id FROM stock_events WHERE event_id = ANY(CAST(:ids AS text[]))"
 )
 
 _FORGET = text("DELETE FROM stock_events WHERE event_id = ANY(CAST(:ids AS text[]))")
+
+
+@dataclass(frozen=True)
+class StockEventIn:
+    event_id: str
+    sku: str
+    delta: int
+    reason: str
+    occurred_at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -128,6 +119,19 @@ def ingest_stock_events(
     return result
 
 
+def apply_stock_event(uow: UnitOfWork, event: StockEventIn) -> bool:
+    """Apply one stock movement exactly once; False when its id was applied before.
+
+    The batch path with a batch of one, so there is one set of exactly-once
+    rules: the ledger row and the stock change commit together, and an unknown
+    SKU or a stock that would go below zero raises instead of being recorded.
+    """
+    result = ingest_stock_events(uow, [event])
+    if result.rejected:
+        raise result.rejected[0].error
+    return bool(result.applied)
+
+
 def _invalid(event: StockEventIn) -> DomainError | None:
     if not event.event_id:
         return InvalidRequestError("event_id must not be empty")
@@ -139,8 +143,9 @@ def _invalid(event: StockEventIn) -> DomainError | None:
 
 
 def _ingest_chunk(uow: UnitOfWork, chunk: Sequence[StockEventIn]) -> IngestResult:
-    """One transaction: ledger rows, then stock, for events with distinct ids."""
+    """One transaction: lock the products, write the ledger rows, move the stock."""
     session = uow.session
+    levels = uow.products.lock_stock(sorted({e.sku for e in chunk}))
     rows = session.execute(
         _INSERT_LEDGER,
         {
@@ -151,33 +156,34 @@ def _ingest_chunk(uow: UnitOfWork, chunk: Sequence[StockEventIn]) -> IngestResul
             "occurred": [e.occurred_at for e in chunk],
         },
     )
-    inserted: dict[str, int] = {row[0]: row[1] for row in rows}
+    inserted = {row[0] for row in rows}
     missing = [e.event_id for e in chunk if e.event_id not in inserted]
     in_ledger = set(session.scalars(_FIND_IN_LEDGER, {"ids": missing})) if missing else set[str]()
 
-    # Per product, in batch order: the net delta and the stock it needs up front.
-    per_product: dict[int, list[StockEventIn]] = {}
+    # The rows are locked, so this stock is the truth until we commit: replay
+    # each product's new events in batch order and keep those that fit.
+    stock = {sku: level.stock for sku, level in levels.items()}
+    refused: dict[str, DomainError] = {}
+    moves: dict[int, int] = {}
     for event in chunk:
-        product_id = inserted.get(event.event_id)
-        if product_id is not None:
-            per_product.setdefault(product_id, []).append(event)
-    sku_of = {pid: events[0].sku for pid, events in per_product.items()}
-    order = sorted(per_product, key=sku_of.__getitem__)
-    nets, needs = [], []
-    for pid in order:
-        running, lowest = 0, 0
-        for event in per_product[pid]:
-            running += event.delta
-            lowest = min(lowest, running)
-        nets.append(running)
-        needs.append(-lowest)
-    moved = (
-        set(session.scalars(_APPLY_DELTAS, {"ids": order, "deltas": nets, "needs": needs}))
-        if order
-        else set[int]()
-    )
-    short = [pid for pid in order if pid not in moved]
-    refused = _replay_short(uow, {pid: per_product[pid] for pid in short}) if short else {}
+        if event.event_id not in inserted:
+            continue
+        before = stock[event.sku]
+        after = before + event.delta
+        if after < 0:
+            refused[event.event_id] = InsufficientStockError(event.sku, -event.delta, before)
+        elif after > MAX_INT32:
+            refused[event.event_id] = InvalidRequestError(
+                f"event {event.event_id} would take the stock of {event.sku} past {MAX_INT32}"
+            )
+        else:
+            stock[event.sku] = after
+            pid = levels[event.sku].id
+            moves[pid] = moves.get(pid, 0) + event.delta
+    if refused:
+        # Our own uncommitted rows: the ledger never records a rejected event.
+        session.execute(_FORGET, {"ids": list(refused)})
+    uow.products.adjust_stock({pid: delta for pid, delta in moves.items() if delta})
     uow.commit()
 
     result = IngestResult()
@@ -191,27 +197,3 @@ def _ingest_chunk(uow: UnitOfWork, chunk: Sequence[StockEventIn]) -> IngestResul
         else:
             result.rejected.append(RejectedEvent(event.event_id, ProductNotFoundError(event.sku)))
     return result
-
-
-def _replay_short(
-    uow: UnitOfWork, per_product: dict[int, list[StockEventIn]]
-) -> dict[str, DomainError]:
-    """Apply, in order, the events of products that cannot take them all; reject the rest."""
-    session = uow.session
-    locked = session.execute(_LOCK_PRODUCTS, {"ids": list(per_product)}).all()
-    refused: dict[str, DomainError] = {}
-    moves: dict[int, int] = {}
-    for pid, sku, stock in locked:
-        start = running = stock
-        for event in per_product[pid]:
-            if running + event.delta < 0:
-                refused[event.event_id] = InsufficientStockError(sku, -event.delta, running)
-            else:
-                running += event.delta
-        if running != start:
-            moves[pid] = running - start
-    if refused:
-        # Our own uncommitted rows: the ledger never records a rejected event.
-        session.execute(_FORGET, {"ids": list(refused)})
-    uow.products.adjust_stock(moves)
-    return refused

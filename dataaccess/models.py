@@ -25,6 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 OrderStatus = Literal["placed", "cancelled"]
+# The range of the INTEGER columns (prices, stock, quantities, deltas).
+MAX_INT32 = 2**31 - 1
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",

@@ -21,7 +21,9 @@ _LOCK_STOCK = (
     select(_products.sku, _products.id, _products.price_cents, _products.stock)
     .where(_products.sku.in_(bindparam("skus", expanding=True)))
     .order_by(_products.sku)
-    .with_for_update()
+    # NO KEY UPDATE: what an UPDATE of non-key columns needs, and it does not
+    # block the foreign-key checks of inserts that reference these rows.
+    .with_for_update(key_share=True)
 )
 # One statement for any number of products. Callers hold the row locks (taken
 # in sku order), so the arithmetic cannot race; the CHECK keeps stock >= 0.
@@ -64,7 +66,11 @@ class ProductRepository:
         return self.session.scalars(_PRODUCT_BY_SKU, {"sku": sku}).one_or_none()
 
     def lock_stock(self, skus: Sequence[str]) -> dict[str, StockLevel]:
-        """Lock the rows FOR UPDATE in sku order, so concurrent orders never deadlock."""
+        """Lock the rows in sku order and read their stock.
+
+        Every writer of stock (orders, cancellations, event ingest) locks
+        through here first, in the same order, so they queue instead of deadlocking.
+        """
         rows = self.session.execute(_LOCK_STOCK, {"skus": list(skus)})
         return {sku: StockLevel(pid, price, stock) for sku, pid, price, stock in rows}
 

@@ -12,8 +12,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import func, literal, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from .errors import (
@@ -25,13 +24,14 @@ from .errors import (
     OrderNotFoundError,
     ProductNotFoundError,
 )
-from .models import Customer, Order, Product, StockEvent
+from .ingest import StockEventIn as StockEventIn
+from .ingest import apply_stock_event as apply_stock_event
+from .models import MAX_INT32, Customer, Order, Product
 from .uow import UnitOfWork
 
 MAX_ORDER_LINES = 100
 MAX_LINE_QUANTITY = 10_000
 MAX_PAGE_SIZE = 100
-MAX_INT32 = 2**31 - 1
 _UNIQUE_VIOLATION = "23505"
 
 
@@ -51,15 +51,6 @@ class PlacedOrder:
 class ProductPage:
     items: list[Product]
     next_after: str | None  # pass as `after` for the next page; None on the last page
-
-
-@dataclass(frozen=True)
-class StockEventIn:
-    event_id: str
-    sku: str
-    delta: int
-    reason: str
-    occurred_at: dt.datetime
 
 
 # -- customers ------------------------------------------------------------------
@@ -214,51 +205,6 @@ def cancel_order(uow: UnitOfWork, order_id: int) -> Order:
     order.cancelled_at = dt.datetime.now(dt.UTC)
     uow.commit()
     return order
-
-
-# -- stock events ---------------------------------------------------------------
-
-
-def apply_stock_event(uow: UnitOfWork, event: StockEventIn) -> bool:
-    """Apply one stock movement exactly once; False when its id was applied before.
-
-    The ledger row and the stock change commit together, so a crash between
-    them cannot apply an event twice or record one that did not happen.
-    """
-    if not event.event_id:
-        raise InvalidRequestError("event_id must not be empty")
-    _check_range("delta", event.delta, -MAX_INT32, MAX_INT32)
-    ledger = (
-        insert(StockEvent)
-        .from_select(
-            ["event_id", "product_id", "delta", "reason", "occurred_at"],
-            select(
-                literal(event.event_id),
-                Product.id,
-                literal(event.delta),
-                literal(event.reason),
-                literal(event.occurred_at),
-            ).where(Product.sku == event.sku),
-        )
-        .on_conflict_do_nothing(index_elements=["event_id"])
-        .returning(StockEvent.product_id)
-    )
-    product_id = uow.session.scalar(ledger)
-    if product_id is None:
-        if uow.stock_events.get(event.event_id) is not None:
-            return False
-        raise ProductNotFoundError(event.sku)
-    moved = uow.session.scalar(
-        update(Product)
-        .where(Product.id == product_id, Product.stock + event.delta >= 0)
-        .values(stock=Product.stock + event.delta, updated_at=func.now())
-        .returning(Product.id)
-    )
-    if moved is None:
-        available = uow.session.scalar(select(Product.stock).where(Product.id == product_id))
-        raise InsufficientStockError(event.sku, -event.delta, available or 0)
-    uow.commit()
-    return True
 
 
 # -- helpers --------------------------------------------------------------------

@@ -150,12 +150,12 @@ def test_a_poison_record_falls_back_to_one_unit_of_work_per_record(
     assert (stock(seeded, "SKU-RED"), stock(seeded, "SKU-BLUE")) == (6, 7)
 
 
-def test_a_statement_error_from_the_server_falls_back_and_logs_no_parameters(
+def test_stock_past_the_column_range_is_rejected_in_the_batch_and_logs_no_parameters(
     handler_env, new_handler, seeded, lambda_context, capsys
 ):
     handler = new_handler()
-    # Each delta fits an integer, their sum does not: the set-based UPDATE fails with
-    # SQLSTATE 22003; one at a time, the first applies and only the second overflows.
+    # Each delta fits an integer, their sum does not: the batch path replays the
+    # events on the locked stock, applies the first and rejects only the second.
     big = 2_000_000_000
     event = sqs_event(
         stock_body("big-1", "SKU-RED", big, reason=SECRET),
@@ -171,6 +171,8 @@ def test_a_statement_error_from_the_server_falls_back_and_logs_no_parameters(
     out = capsys.readouterr().out
     assert SECRET not in out
     assert "[parameters" not in out
+    summary = next(line for line in log_lines(out) if line["message"] == "stock events batch")
+    assert summary["path"] == "batch"
     failure = next(line for line in log_lines(out) if line["message"] == "stock event failed")
     assert failure["message_id"] == "msg-0001"
-    assert failure["error"] == "NumericValueOutOfRange (SQLSTATE 22003)"
+    assert failure["error"].startswith("InvalidRequestError: event big-2 would take the stock")
