@@ -102,8 +102,9 @@ def run(bdb: BenchDB, sizes: Sizes) -> Row:
             "cursor.execute + fetchone + rollback: the same three round trips.",
             f"ours with a ping on every checkout (`DB_POOL_PRE_PING_IDLE=0`, the behaviour "
             f"before the fix): {always_us:.0f} µs (ratio {always_us / base_us:.2f}); the ping "
-            "is a SELECT 1 plus a SET psycopg2 sends when it flips autocommit on a read-only "
-            "connection: two more round trips.",
+            "is one more round trip (SELECT 1) per checkout. Before the read-only flag was "
+            "reset to the server default at checkin, psycopg2 also sent a SET when the ping "
+            "switched autocommit on: two.",
             f"SQLAlchemy Core, the same statement in the same transaction on one held "
             f"connection (no pool, no session, no ORM): {core_us:.0f} µs (ratio "
             f"{core_us / base_us:.2f}). What remains between that and ours is the pool "

@@ -76,5 +76,7 @@ def _begin_read_only(
 
 
 def _end_read_only(dbapi_connection: Any, record: Any) -> None:
-    if dbapi_connection is not None and dbapi_connection.readonly:
-        dbapi_connection.readonly = False
+    # None (the server's default), not False: psycopg2 then has nothing to SET
+    # when a later pre-ping switches the connection to autocommit.
+    if dbapi_connection is not None and dbapi_connection.readonly is not None:
+        dbapi_connection.readonly = None

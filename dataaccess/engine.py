@@ -86,10 +86,9 @@ def create_engine(
 def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
     """Pre-ping on checkout only connections that sat in the pool `idle_seconds` or more.
 
-    A ping is a round trip (two, on a connection that was read-only), which
-    doubles the cost of a point read. A connection that went back to the pool
-    moments ago has just worked; one that sat idle (a frozen Lambda, a quiet
-    night, a failover) is the one worth checking. When a statement on an
+    A ping is a round trip, on top of the three of a point read. A connection
+    that went back to the pool moments ago has just worked; one that sat idle
+    (a frozen Lambda, a quiet night, a failover) is the one worth checking. When a statement on an
     unpinged connection does hit a dead server, SQLAlchemy invalidates the
     whole pool, so the next checkout reconnects. This is SQLAlchemy's
     "custom pessimistic ping" recipe: a failed ping raises DisconnectionError,

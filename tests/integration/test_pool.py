@@ -35,15 +35,22 @@ def test_idle_connection_is_pinged_and_a_dead_one_replaced(pool_db, admin, monke
     assert second != first
 
 
-def test_recently_used_connection_skips_the_ping_and_the_pool_heals_after_one_error(pool_db, admin):
-    first = backend_pid(pool_db)
+def test_recently_used_connection_skips_the_ping_and_the_pool_heals_after_one_error(
+    app_settings, admin
+):
+    # An hour's idle threshold: however slow this machine, the checkout is "recent".
+    db = Database.from_settings(
+        replace(app_settings, pool_size=1, max_overflow=0, pool_pre_ping_idle=3600)
+    )
+    first = backend_pid(db)
     kill(admin, first)
     # Used moments ago, so not pinged: the statement finds the dead server ...
     with pytest.raises(sa.exc.OperationalError) as caught:
-        backend_pid(pool_db)
+        backend_pid(db)
     assert caught.value.connection_invalidated
     # ... and SQLAlchemy has invalidated the pool, so the next checkout reconnects.
-    assert backend_pid(pool_db) != first
+    assert backend_pid(db) != first
+    db.dispose()
 
 
 def test_ping_on_every_checkout_when_idle_is_zero(app_settings, admin):
