@@ -2,7 +2,8 @@
 
 A caller may pass an open connection in ``config.attributes["connection"]``
 (tests, the local launcher); otherwise the engine is built by dataaccess from
-the DB_* variables, which for deploys means DB_AUTH=secret and the master secret.
+the DB_* variables: for deploys, the master credentials (injected by ECS with
+DB_AUTH=password, or read from Secrets Manager with DB_AUTH=secret).
 The IAM login role the migrations create is ``config.attributes["iam_user"]``,
 else DB_IAM_USER, else ``app_iam``.
 """

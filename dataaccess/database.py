@@ -46,7 +46,7 @@ class Database:
     def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
         """A unit of work on the writer, or a READ ONLY one on the reader (writer if none)."""
         factory = self._read_sessions if read_only else self._write_sessions
-        return UnitOfWork(factory, read_only=read_only)
+        return UnitOfWork(factory)
 
     def ping(self, *, read_only: bool = False) -> None:
         """Raise unless the database answers a trivial query."""

@@ -27,9 +27,8 @@ class UnitOfWork:
     orders: OrderRepository
     stock_events: StockEventRepository
 
-    def __init__(self, session_factory: sessionmaker[Session], *, read_only: bool = False) -> None:
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._session_factory = session_factory
-        self.read_only = read_only
 
     def __enter__(self) -> Self:
         self.session = self._session_factory()

@@ -7,8 +7,9 @@ invocations reuse one pooled, pre-pinged connection.
 
 A batch of stock events is applied set-based, in one unit of work
 (`dataaccess.ingest.ingest_stock_events`: a handful of statements and one commit
-for the whole batch), and falls back to one unit of work per record only when
-that batch statement fails on a record the validator let through.
+for the whole batch). When that fails for any reason but an unreachable
+database (a record the validator let through, a deadlock, a statement timeout),
+each record gets its own unit of work, so only the records that fail again fail.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ _writer_credentials: CredentialProvider | None = None
 MAX_EVENT_ID = 200
 MAX_SKU = 64
 MAX_REASON = 500
+MAX_REPORT_HOURS = 24 * 366
 
 
 class MalformedEventError(ValueError):
@@ -386,6 +388,8 @@ def report_request(event: dict[str, Any]) -> dict[str, Any]:
         # A schedule carries its time; a rule's constant input would be a plain payload.
         params = {"until": EventBridgeEvent(params).time}
     hours = _positive_int(params, "hours", _env_int("REPORT_WINDOW_HOURS", 24))
+    if hours > MAX_REPORT_HOURS:
+        raise ReportRequestError(f"hours must be at most {MAX_REPORT_HOURS} (a year)")
     until = (
         _timestamp(params["until"], "until", ReportRequestError)
         if params.get("until") is not None

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 
 from alembic import context, op
 
+from dataaccess.settings import iam_login_role
+
 revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
@@ -28,9 +30,10 @@ DML = "SELECT, INSERT, UPDATE, DELETE"
 
 
 def _role() -> str:
-    role = context.config.attributes["iam_user"]
-    # Validated by dataaccess.settings; quoted anyway because it lands in DDL.
-    return '"' + role.replace('"', '""') + '"'
+    # Validated here too: a caller may pass any string in config.attributes, and
+    # the name lands in DDL and in string literals inside DO blocks.
+    role = iam_login_role({"DB_IAM_USER": context.config.attributes["iam_user"]})
+    return '"' + role + '"'
 
 
 def upgrade() -> None:
@@ -91,4 +94,4 @@ def downgrade() -> None:
 
 
 def _literal() -> str:
-    return "'" + context.config.attributes["iam_user"].replace("'", "''") + "'"
+    return "'" + _role()[1:-1] + "'"

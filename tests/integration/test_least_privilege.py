@@ -7,9 +7,13 @@ DML = [
     "SELECT count(*) FROM products",
     "INSERT INTO products (sku, name, price_cents, stock) VALUES ('LP-1', 'x', 1, 1)",
     "UPDATE products SET stock = stock + 1 WHERE sku = 'LP-1'",
-    "DELETE FROM products WHERE sku = 'LP-1'",
+    "INSERT INTO customers (email, name) VALUES ('lp@example.com', 'x')",
+    "SELECT id FROM products WHERE sku = 'LP-1' FOR NO KEY UPDATE",
 ]
 
+# Database-level privileges (TEMPORARY, revoked by 0003) do not survive
+# CREATE DATABASE ... TEMPLATE, which makes these per-test databases; that one
+# is tested on a directly migrated database in tests/migrations.
 FORBIDDEN = [
     "CREATE TABLE sneaky (id int)",
     "DROP TABLE order_lines",
@@ -19,6 +23,12 @@ FORBIDDEN = [
     "CREATE INDEX sneaky ON products (name)",
     "UPDATE alembic_version SET version_num = 'x'",
     "CREATE FUNCTION sneaky() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+    "DELETE FROM products",
+    "DELETE FROM customers",
+    "DELETE FROM orders",
+    "UPDATE customers SET name = 'x'",
+    "UPDATE order_lines SET quantity = 1",
+    "UPDATE stock_events SET delta = 0",
 ]
 
 

@@ -93,3 +93,22 @@ def test_every_revision_goes_down_and_up_again(empty_db):
     assert role_exists(engine, role) == 0  # nothing else depended on it, so it went too
     migrate(engine, role, command.upgrade, "head")
     assert diff(engine) == []
+
+
+def test_the_login_role_cannot_create_temporary_objects(empty_db, pg_cluster):
+    engine, role = empty_db
+    migrate(engine, role, command.upgrade, "head")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"ALTER ROLE \"{role}\" PASSWORD 'temp-check'")
+    login = local_settings(
+        host=pg_cluster.host,
+        port=pg_cluster.port,
+        dbname=engine.url.database,
+        user=role,
+        password="temp-check",
+    )
+    as_role = create_engine(login, poolclass=sa.NullPool)
+    with as_role.connect() as conn, pytest.raises(sa.exc.ProgrammingError) as caught:
+        conn.exec_driver_sql("CREATE TEMP TABLE sneaky (id int)")
+    assert caught.value.orig.pgcode == "42501"
+    as_role.dispose()

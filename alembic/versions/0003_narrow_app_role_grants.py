@@ -1,0 +1,71 @@
+"""Narrow the IAM login role's grants to what the application does
+
+0002 gave the role SELECT, INSERT, UPDATE and DELETE on every table. The code
+needs less, and least privilege means granting only that:
+
+- customers:   SELECT, INSERT
+- products:    SELECT, INSERT, UPDATE (stock and price changes; row locks)
+- orders:      SELECT, INSERT, UPDATE (cancellation; row locks)
+- order_lines: SELECT, INSERT
+- stock_events: SELECT, INSERT, DELETE (ingest removes its own uncommitted
+  rows for rejected events; the ledger is otherwise append-only)
+
+Future tables get SELECT and INSERT by default; a migration that needs more
+grants it explicitly. PUBLIC also loses TEMPORARY on this database, so the role
+cannot create temporary tables or functions either.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-27
+"""
+
+from collections.abc import Sequence
+
+from alembic import context, op
+
+from dataaccess.settings import iam_login_role
+
+revision: str = "0003"
+down_revision: str | None = "0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+# What each table keeps; 0002 granted SELECT, INSERT, UPDATE, DELETE on all.
+KEEP = {
+    "customers": "SELECT, INSERT",
+    "products": "SELECT, INSERT, UPDATE",
+    "orders": "SELECT, INSERT, UPDATE",
+    "order_lines": "SELECT, INSERT",
+    "stock_events": "SELECT, INSERT, DELETE",
+}
+DML = "SELECT, INSERT, UPDATE, DELETE"
+
+
+def _role() -> str:
+    return '"' + iam_login_role({"DB_IAM_USER": context.config.attributes["iam_user"]}) + '"'
+
+
+def _temporary(verb: str, preposition: str) -> None:
+    op.execute(
+        "DO $$ BEGIN EXECUTE format("
+        f"'{verb} TEMPORARY ON DATABASE %I {preposition} PUBLIC', current_database()); END $$"
+    )
+
+
+def upgrade() -> None:
+    role = _role()
+    for table, privileges in KEEP.items():
+        op.execute(f"REVOKE {DML} ON {table} FROM {role}")
+        op.execute(f"GRANT {privileges} ON {table} TO {role}")
+    op.execute(
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE UPDATE, DELETE ON TABLES FROM {role}"
+    )
+    _temporary("REVOKE", "FROM")
+
+
+def downgrade() -> None:
+    role = _role()
+    _temporary("GRANT", "TO")
+    op.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT {DML} ON TABLES TO {role}")
+    for table in KEEP:
+        op.execute(f"GRANT {DML} ON {table} TO {role}")
