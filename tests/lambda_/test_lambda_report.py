@@ -118,6 +118,7 @@ def test_report_reads_through_the_reader_in_a_read_only_transaction(
         ({"threshold": 0}, "threshold"),
         ({"limit": "ten"}, "limit"),
         ({"hours": True}, "hours"),
+        ({"hours": 10**9}, "hours"),  # would overflow the datetime arithmetic
     ],
 )
 def test_an_invalid_report_request_names_the_parameter(new_handler, payload, message):
