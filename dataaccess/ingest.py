@@ -12,14 +12,13 @@ The same exactly-once rules, a chunk at a time instead of an event at a time:
   rejection never fails the rest of the batch, so an SQS consumer can report
   just the rejected ids as partial batch failures.
 
-Per chunk: lock the chunk's products FOR NO KEY UPDATE in sku order, the
-order `place_order` locks in, so orders and ingests queue instead of
-deadlocking; one ``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING
-RETURNING`` into the ledger; then, with the locked stock in hand, each
-product's new events are replayed in batch order in Python, the ones that would
-take stock below zero (or past the column's range) are rejected and their own
-uncommitted ledger rows removed, and one ``UPDATE products ... FROM unnest``
-moves the stock.
+Per chunk, one statement locks the chunk's products FOR NO KEY UPDATE in sku
+order (the order `place_order` locks in, so orders and ingests queue instead of
+deadlocking), reads their stock and inserts the ledger rows with
+``ON CONFLICT DO NOTHING``. With the locked stock in hand, each product's new
+events are replayed in batch order in Python: those that would take stock below
+zero (or past the column's range) are rejected and their own uncommitted ledger
+rows removed. One ``UPDATE products ... FROM unnest`` then moves the stock.
 """
 
 from __future__ import annotations
@@ -36,20 +35,34 @@ from .uow import UnitOfWork
 
 DEFAULT_CHUNK_SIZE = 1000
 
-# Ledger rows go in sorted by event id, so two ingests of overlapping batches
-# wait on each other's keys in the same order instead of deadlocking.
-_INSERT_LEDGER = text(
+# One round trip: lock the chunk's products FOR NO KEY UPDATE in sku order (the
+# order every writer of stock uses, see ProductRepository.lock_stock), reading
+# their stock, and insert the ledger rows, sorted by event id so two ingests of
+# overlapping batches wait on each other's keys in the same order. The CTE is
+# row-locking, so PostgreSQL evaluates it once, before the insert that uses it,
+# and after a lock wait it returns the row's latest stock.
+_LOCK_AND_RECORD = text(
     """
-    INSERT INTO stock_events (event_id, product_id, delta, reason, occurred_at)
-    SELECT e.event_id, p.id, e.delta, e.reason, e.occurred_at
-    FROM unnest(
-        CAST(:ids AS text[]), CAST(:skus AS text[]), CAST(:deltas AS integer[]),
-        CAST(:reasons AS text[]), CAST(:occurred AS timestamptz[])
-    ) AS e(event_id, sku, delta, reason, occurred_at)
-    JOIN products AS p ON p.sku = e.sku
-    ORDER BY e.event_id
-    ON CONFLICT (event_id) DO NOTHING
-    RETURNING stock_events.event_id, stock_events.product_id
+    WITH locked AS (
+        SELECT id, sku, stock FROM products
+        WHERE sku = ANY(CAST(:skus AS text[]))
+        ORDER BY sku
+        FOR NO KEY UPDATE
+    ), recorded AS (
+        INSERT INTO stock_events (event_id, product_id, delta, reason, occurred_at)
+        SELECT e.event_id, p.id, e.delta, e.reason, e.occurred_at
+        FROM unnest(
+            CAST(:ids AS text[]), CAST(:event_skus AS text[]), CAST(:deltas AS integer[]),
+            CAST(:reasons AS text[]), CAST(:occurred AS timestamptz[])
+        ) AS e(event_id, sku, delta, reason, occurred_at)
+        JOIN locked AS p ON p.sku = e.sku
+        ORDER BY e.event_id
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING event_id
+    )
+    SELECT CAST(sku AS text), id, stock, CAST(NULL AS text) FROM locked
+    UNION ALL
+    SELECT NULL, NULL, NULL, event_id FROM recorded
     """
 )
 
@@ -145,24 +158,25 @@ def _invalid(event: StockEventIn) -> DomainError | None:
 def _ingest_chunk(uow: UnitOfWork, chunk: Sequence[StockEventIn]) -> IngestResult:
     """One transaction: lock the products, write the ledger rows, move the stock."""
     session = uow.session
-    levels = uow.products.lock_stock(sorted({e.sku for e in chunk}))
     rows = session.execute(
-        _INSERT_LEDGER,
+        _LOCK_AND_RECORD,
         {
+            "skus": sorted({e.sku for e in chunk}),
             "ids": [e.event_id for e in chunk],
-            "skus": [e.sku for e in chunk],
+            "event_skus": [e.sku for e in chunk],
             "deltas": [e.delta for e in chunk],
             "reasons": [e.reason for e in chunk],
             "occurred": [e.occurred_at for e in chunk],
         },
-    )
-    inserted = {row[0] for row in rows}
+    ).all()
+    product_ids = {sku: pid for sku, pid, _, event_id in rows if event_id is None}
+    stock = {sku: level for sku, _, level, event_id in rows if event_id is None}
+    inserted = {event_id for _, _, _, event_id in rows if event_id is not None}
     missing = [e.event_id for e in chunk if e.event_id not in inserted]
     in_ledger = set(session.scalars(_FIND_IN_LEDGER, {"ids": missing})) if missing else set[str]()
 
     # The rows are locked, so this stock is the truth until we commit: replay
     # each product's new events in batch order and keep those that fit.
-    stock = {sku: level.stock for sku, level in levels.items()}
     refused: dict[str, DomainError] = {}
     moves: dict[int, int] = {}
     for event in chunk:
@@ -178,7 +192,7 @@ def _ingest_chunk(uow: UnitOfWork, chunk: Sequence[StockEventIn]) -> IngestResul
             )
         else:
             stock[event.sku] = after
-            pid = levels[event.sku].id
+            pid = product_ids[event.sku]
             moves[pid] = moves.get(pid, 0) + event.delta
     if refused:
         # Our own uncommitted rows: the ledger never records a rejected event.

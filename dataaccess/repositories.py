@@ -68,8 +68,9 @@ class ProductRepository:
     def lock_stock(self, skus: Sequence[str]) -> dict[str, StockLevel]:
         """Lock the rows in sku order and read their stock.
 
-        Every writer of stock (orders, cancellations, event ingest) locks
-        through here first, in the same order, so they queue instead of deadlocking.
+        Every writer of stock locks products first, in this order (orders and
+        cancellations here; event ingest in its ledger statement), so they
+        queue instead of deadlocking.
         """
         rows = self.session.execute(_LOCK_STOCK, {"skus": list(skus)})
         return {sku: StockLevel(pid, price, stock) for sku, pid, price, stock in rows}
