@@ -63,8 +63,9 @@ HISTORY = {
     "B1": (
         4.19,
         "pre-ping only after 5 s idle (`DB_POOL_PRE_PING_IDLE`): two round trips "
-        "fewer per checkout; read-only flag set per transaction instead of per-checkout "
-        "connection characteristics; the by-sku statement built once",
+        "fewer per checkout; read-only flag set per transaction (and reset to the server "
+        "default) instead of per-checkout connection characteristics; the by-sku "
+        "statement built once",
     ),
     "B2": (
         4.27,
@@ -73,7 +74,12 @@ HISTORY = {
         "selectin of the new order's lines; the customer checked by its foreign key; "
         "plus B1's pre-ping change",
     ),
-    "B3": (0.87, "the stock UPDATE shared with place_order (`ProductRepository.adjust_stock`)"),
+    "B3": (
+        0.87,
+        "one statement locks the chunk's products in sku order and records the ledger "
+        "rows, events are decided on the locked stock, one stock UPDATE shared with "
+        "place_order (`ProductRepository.adjust_stock`)",
+    ),
     "B4": (
         1.30,
         "no change to the package: the first run compared a 307-character token with a "
