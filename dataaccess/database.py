@@ -50,9 +50,8 @@ class Database:
 
     def ping(self, *, read_only: bool = False) -> None:
         """Raise unless the database answers a trivial query."""
-        factory: sessionmaker[Session] = self._read_sessions if read_only else self._write_sessions
-        with factory() as session:
-            session.execute(sa.text("SELECT 1"))
+        with self.unit_of_work(read_only=read_only) as uow:
+            uow.session.execute(sa.text("SELECT 1"))
 
     def dispose(self) -> None:
         """Close every pooled connection (process shutdown, or after a fork)."""

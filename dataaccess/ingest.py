@@ -66,12 +66,6 @@ _LOCK_AND_RECORD = text(
     """
 )
 
-_FIND_IN_LEDGER = text(
-    "SELECT event_id FROM stock_events WHERE event_id = ANY(CAST(:ids AS text[]))"
-)
-
-_FORGET = text("DELETE FROM stock_events WHERE event_id = ANY(CAST(:ids AS text[]))")
-
 
 @dataclass(frozen=True)
 class StockEventIn:
@@ -157,8 +151,7 @@ def _invalid(event: StockEventIn) -> DomainError | None:
 
 def _ingest_chunk(uow: UnitOfWork, chunk: Sequence[StockEventIn]) -> IngestResult:
     """One transaction: lock the products, write the ledger rows, move the stock."""
-    session = uow.session
-    rows = session.execute(
+    rows = uow.session.execute(
         _LOCK_AND_RECORD,
         {
             "skus": sorted({e.sku for e in chunk}),
@@ -173,7 +166,7 @@ def _ingest_chunk(uow: UnitOfWork, chunk: Sequence[StockEventIn]) -> IngestResul
     stock = {sku: level for sku, _, level, event_id in rows if event_id is None}
     inserted = {event_id for _, _, _, event_id in rows if event_id is not None}
     missing = [e.event_id for e in chunk if e.event_id not in inserted]
-    in_ledger = set(session.scalars(_FIND_IN_LEDGER, {"ids": missing})) if missing else set[str]()
+    in_ledger = uow.stock_events.recorded(missing)
 
     # The rows are locked, so this stock is the truth until we commit: replay
     # each product's new events in batch order and keep those that fit.
@@ -194,9 +187,8 @@ def _ingest_chunk(uow: UnitOfWork, chunk: Sequence[StockEventIn]) -> IngestResul
             stock[event.sku] = after
             pid = product_ids[event.sku]
             moves[pid] = moves.get(pid, 0) + event.delta
-    if refused:
-        # Our own uncommitted rows: the ledger never records a rejected event.
-        session.execute(_FORGET, {"ids": list(refused)})
+    # Our own uncommitted rows: the ledger never records a rejected event.
+    uow.stock_events.forget(list(refused))
     uow.products.adjust_stock({pid: delta for pid, delta in moves.items() if delta})
     uow.commit()
 

@@ -34,6 +34,10 @@ _ADJUST_STOCK = text(
     WHERE p.id = d.id
     """
 )
+_RECORDED = select(StockEvent.event_id).where(
+    StockEvent.event_id.in_(bindparam("ids", expanding=True))
+)
+_FORGET = text("DELETE FROM stock_events WHERE event_id = ANY(CAST(:ids AS text[]))")
 _WITH_LINES = selectinload(Order.lines)
 _ORDER_BY_KEY = select(Order).where(Order.idempotency_key == bindparam("key")).options(_WITH_LINES)
 
@@ -96,16 +100,14 @@ class OrderRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def add(self, order: Order) -> None:
-        self.session.add(order)
-
     def insert(
         self, *, lines: Sequence[Mapping[str, Any]], status: str = "placed", **values: Any
     ) -> Order:
         """Insert an order and its lines now, two statements, and return the loaded order.
 
-        ORM bulk INSERT ... RETURNING: the same rows as `add` + flush, without
-        the unit-of-work bookkeeping that costs more than the inserts on a busy path.
+        ORM bulk INSERT ... RETURNING: the same rows as session.add + flush,
+        without the unit-of-work bookkeeping that costs more than the inserts on
+        a busy path.
         """
         order = self.session.scalars(
             insert(Order).returning(Order), [{"status": status, **values}]
@@ -130,5 +132,13 @@ class StockEventRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def get(self, event_id: str) -> StockEvent | None:
-        return self.session.get(StockEvent, event_id)
+    def recorded(self, event_ids: Sequence[str]) -> set[str]:
+        """Which of these event ids the ledger already holds."""
+        if not event_ids:
+            return set()
+        return set(self.session.scalars(_RECORDED, {"ids": list(event_ids)}))
+
+    def forget(self, event_ids: Sequence[str]) -> None:
+        """Remove ledger rows this transaction wrote for events it then rejected."""
+        if event_ids:
+            self.session.execute(_FORGET, {"ids": list(event_ids)})
