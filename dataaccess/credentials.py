@@ -171,7 +171,12 @@ class SecretsManagerProvider:
 
 
 def provider_for(settings: Settings, host: str) -> CredentialProvider:
-    """Build the provider that settings.auth names; IAM tokens are signed for `host`."""
+    """Build the provider that settings.auth names, for connections to `host`.
+
+    IAM tokens are signed for `host`, except that the writer's are signed for
+    DB_IAM_HOST when it is set (a tunnel or proxy in front of the writer); a
+    reader always signs for its own endpoint.
+    """
     if settings.auth == "password":
         assert settings.user is not None
         assert settings.password is not None
@@ -183,8 +188,9 @@ def provider_for(settings: Settings, host: str) -> CredentialProvider:
         )
     assert settings.user is not None
     assert settings.region is not None
+    sign_host = settings.iam_host if settings.iam_host and host == settings.host else host
     return IamTokenProvider(
-        host=settings.iam_host or host,
+        host=sign_host,
         port=settings.port,
         user=settings.user,
         region=settings.region,

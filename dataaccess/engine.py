@@ -50,8 +50,7 @@ def create_engine(
     """
     host = host or settings.host
     if credentials is None:
-        sign_host = settings.iam_host if host == settings.host and settings.iam_host else host
-        credentials = provider_for(settings, sign_host)
+        credentials = provider_for(settings, host)
     url = URL.create("postgresql+psycopg2", host=host, port=settings.port, database=settings.name)
     connect_args: dict[str, Any] = {
         "sslmode": settings.sslmode,

@@ -70,7 +70,7 @@ def get_database() -> Database:
     global _database, _writer_credentials
     if _database is None:
         settings = Settings.from_env()
-        credentials = provider_for(settings, settings.iam_host or settings.host)
+        credentials = provider_for(settings, settings.host)
         _database = Database.from_settings(settings, credentials=credentials)
         _writer_credentials = credentials
         logger.info(

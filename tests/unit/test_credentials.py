@@ -7,12 +7,14 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from dataaccess import Settings
 from dataaccess.credentials import (
     IAM_TOKEN_LIFETIME,
     IAM_TOKEN_REFRESH_MARGIN,
     IamTokenProvider,
     SecretsManagerProvider,
     StaticPasswordProvider,
+    provider_for,
 )
 
 REGION = "eu-west-1"
@@ -128,3 +130,22 @@ def test_malformed_secret_is_refused_without_echoing_it(secret, body):
     with pytest.raises(ValueError, match="must be a JSON object") as caught:
         provider.get()
     assert body not in str(caught.value)
+
+
+def test_db_iam_host_applies_to_the_writer_only():
+    settings = Settings.from_env(
+        {
+            "DB_HOST": "writer.example",
+            "DB_READER_HOST": "reader.example",
+            "DB_IAM_HOST": "tunnel.example",
+            "DB_NAME": "app",
+            "DB_USER": "app_iam",
+            "DB_REGION": REGION,
+            "DB_SSLMODE": "require",
+        }
+    )
+    writer = provider_for(settings, settings.host)
+    reader = provider_for(settings, settings.reader_host)
+    assert isinstance(writer, IamTokenProvider)
+    assert isinstance(reader, IamTokenProvider)
+    assert (writer.host, reader.host) == ("tunnel.example", "reader.example")
