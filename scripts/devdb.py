@@ -60,7 +60,10 @@ def set_password(admin: Settings, role: str, password: str) -> None:
     try:
         with engine.begin() as conn:
             quoted = conn.dialect.identifier_preparer.quote(role)
-            literal = password.replace("'", "''")
-            conn.exec_driver_sql(f"ALTER ROLE {quoted} LOGIN PASSWORD '{literal}'")
+            # ALTER ROLE takes no server-side parameters, but psycopg2 quotes
+            # them client-side: safe for any password, '%' (IAM tokens) included.
+            conn.exec_driver_sql(
+                f"ALTER ROLE {quoted} LOGIN PASSWORD %(password)s", {"password": password}
+            )
     finally:
         engine.dispose()

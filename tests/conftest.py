@@ -113,9 +113,3 @@ def login_role(admin: Connection) -> Iterator[str]:
     admin.execute(f'CREATE ROLE "{name}" LOGIN IN ROLE {APP_ROLE}')
     yield name
     admin.execute(f'DROP ROLE IF EXISTS "{name}"')
-
-
-def set_role_password(admin: Connection, role: str, password: str) -> None:
-    """What a server-side rotation does: the role accepts only the new password."""
-    literal = password.replace("'", "''")
-    admin.execute(f"ALTER ROLE \"{role}\" PASSWORD '{literal}'")

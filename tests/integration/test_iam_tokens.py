@@ -15,7 +15,7 @@ from moto import mock_aws
 
 from dataaccess import Database, Settings, create_engine
 from dataaccess.credentials import IAM_TOKEN_LIFETIME, IAM_TOKEN_REFRESH_MARGIN, IamTokenProvider
-from tests.conftest import set_role_password
+from scripts.devdb import set_password
 
 REGION = "eu-west-1"
 T0 = dt.datetime(2026, 1, 5, 9, 0, 0, tzinfo=dt.UTC)
@@ -54,14 +54,16 @@ def connect_once(engine):
         return conn.scalar(sa.text("SELECT current_user"))
 
 
-def test_engine_logs_in_with_tokens_reused_refreshed_and_recovered(rds, iam_settings, admin):
+def test_engine_logs_in_with_tokens_reused_refreshed_and_recovered(
+    rds, iam_settings, admin_settings
+):
     user = iam_settings.user
     provider = IamTokenProvider(
         host=iam_settings.host, port=iam_settings.port, user=user, region=REGION, client=rds
     )
     engine = create_engine(iam_settings, credentials=provider, poolclass=sa.NullPool)
     with time_machine.travel(T0, tick=False) as clock:
-        set_role_password(admin, user, expected_token(rds, iam_settings))
+        set_password(admin_settings, user, expected_token(rds, iam_settings))
         assert connect_once(engine) == user
         assert provider.minted == 1
 
@@ -75,20 +77,20 @@ def test_engine_logs_in_with_tokens_reused_refreshed_and_recovered(rds, iam_sett
         # provider mints it before trying.
         refresh_at = T0 + dt.timedelta(seconds=IAM_TOKEN_LIFETIME - IAM_TOKEN_REFRESH_MARGIN)
         clock.move_to(refresh_at)
-        set_role_password(admin, user, expected_token(rds, iam_settings))
+        set_password(admin_settings, user, expected_token(rds, iam_settings))
         assert connect_once(engine) == user
         assert provider.minted == 2
 
         # The server stops accepting the cached token while it is still cached:
         # the first login is refused, the engine mints a fresh token, retries once.
         clock.move_to(refresh_at + dt.timedelta(minutes=2))
-        set_role_password(admin, user, expected_token(rds, iam_settings))
+        set_password(admin_settings, user, expected_token(rds, iam_settings))
         assert connect_once(engine) == user
         assert provider.minted == 3
     engine.dispose()
 
 
-def test_a_fresh_token_that_is_refused_is_not_retried(rds, iam_settings, admin):
+def test_a_fresh_token_that_is_refused_is_not_retried(rds, iam_settings, admin_settings):
     provider = IamTokenProvider(
         host=iam_settings.host,
         port=iam_settings.port,
@@ -97,17 +99,19 @@ def test_a_fresh_token_that_is_refused_is_not_retried(rds, iam_settings, admin):
         client=rds,
     )
     engine = create_engine(iam_settings, credentials=provider, poolclass=sa.NullPool)
-    set_role_password(admin, iam_settings.user, "not-any-token")
+    set_password(admin_settings, iam_settings.user, "not-any-token")
     with pytest.raises(sa.exc.OperationalError, match="password authentication failed"):
         connect_once(engine)
     assert provider.minted == 1
     engine.dispose()
 
 
-def test_default_provider_signs_for_the_configured_endpoint(rds, iam_settings, admin):
+def test_default_provider_signs_for_the_configured_endpoint(
+    rds, iam_settings, admin_settings, admin
+):
     """Database.from_settings builds its own IAM provider and boto3 client (moto answers)."""
     with time_machine.travel(T0, tick=False):
-        set_role_password(admin, iam_settings.user, expected_token(rds, iam_settings))
+        set_password(admin_settings, iam_settings.user, expected_token(rds, iam_settings))
         db = Database.from_settings(iam_settings)
         conns = [db.writer.connect() for _ in range(4)]  # four physical connections
         assert [c.scalar(sa.text("SELECT current_user")) for c in conns] == [iam_settings.user] * 4

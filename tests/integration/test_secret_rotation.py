@@ -10,7 +10,7 @@ from moto import mock_aws
 
 from dataaccess import Database, Settings
 from dataaccess.credentials import SecretsManagerProvider
-from tests.conftest import set_role_password
+from scripts.devdb import set_password
 
 REGION = "eu-west-1"
 
@@ -22,13 +22,13 @@ def secrets_client():
 
 
 def test_rotation_costs_one_refused_login_and_no_failed_call(
-    secrets_client, app_settings, login_role, admin, caplog
+    secrets_client, app_settings, login_role, admin_settings, caplog
 ):
     def store(password):
         return json.dumps({"username": login_role, "password": password})
 
     arn = secrets_client.create_secret(Name="db/app", SecretString=store("before-rotation"))["ARN"]
-    set_role_password(admin, login_role, "before-rotation")
+    set_password(admin_settings, login_role, "before-rotation")
     settings = Settings.from_env(
         {
             "DB_HOST": app_settings.host,
@@ -47,7 +47,7 @@ def test_rotation_costs_one_refused_login_and_no_failed_call(
 
     # Rotate: the secret and the role's password change together.
     secrets_client.put_secret_value(SecretId=arn, SecretString=store("after-rotation"))
-    set_role_password(admin, login_role, "after-rotation")
+    set_password(admin_settings, login_role, "after-rotation")
 
     with caplog.at_level(logging.INFO, logger="dataaccess.engine"):
         fresh = db.writer.connect()  # a new physical connection: cached secret is stale
