@@ -6,7 +6,7 @@ from flask import Blueprint, request
 from spectree import Response as Responses
 
 from dataaccess import services
-from dataaccess.models import Customer
+from dataaccess.records import CustomerRecord
 
 from .db import get_uow
 from .openapi import spec
@@ -15,7 +15,7 @@ from .schemas import MAX_BIGINT, CustomerIn, CustomerOut, Problem
 bp = Blueprint("customers", __name__, url_prefix="/customers")
 
 
-def customer_out(customer: Customer) -> CustomerOut:
+def customer_out(customer: CustomerRecord) -> CustomerOut:
     return CustomerOut(
         id=customer.id, email=customer.email, name=customer.name, created_at=customer.created_at
     )

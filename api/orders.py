@@ -6,7 +6,7 @@ from flask import Blueprint, request
 from spectree import Response as Responses
 
 from dataaccess import services
-from dataaccess.models import Order
+from dataaccess.records import OrderRecord
 
 from .db import get_uow
 from .openapi import spec
@@ -16,7 +16,7 @@ bp = Blueprint("orders", __name__, url_prefix="/orders")
 ORDER_ID = f"<int(min=1, max={MAX_BIGINT}):order_id>"
 
 
-def order_out(order: Order) -> OrderOut:
+def order_out(order: OrderRecord) -> OrderOut:
     return OrderOut(
         id=order.id,
         customer_id=order.customer_id,

@@ -9,7 +9,7 @@ from spectree import Response as Responses
 
 from dataaccess import services
 from dataaccess.errors import ProductNotFoundError
-from dataaccess.models import Product
+from dataaccess.records import ProductRecord
 
 from .db import get_uow
 from .openapi import spec
@@ -29,7 +29,7 @@ bp = Blueprint("products", __name__, url_prefix="/products")
 _SKU = re.compile(SKU_PATTERN)
 
 
-def product_out(product: Product) -> ProductOut:
+def product_out(product: ProductRecord) -> ProductOut:
     return ProductOut(
         sku=product.sku, name=product.name, price_cents=product.price_cents, stock=product.stock
     )

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
+from sqlalchemy.engine import Engine
 
 from .credentials import CredentialProvider
 from .engine import create_engine
@@ -20,9 +19,6 @@ class Database:
     def __init__(self, writer: Engine, reader: Engine | None = None) -> None:
         self.writer = writer
         self.reader = reader
-        self._write_sessions = sessionmaker(writer, expire_on_commit=False)
-        self._read_sessions = sessionmaker(reader or writer, expire_on_commit=False)
-        sa.event.listen(self._read_sessions, "after_begin", _begin_read_only)
         for engine in {writer, reader or writer}:
             sa.event.listen(engine, "checkin", _end_read_only)
 
@@ -45,13 +41,14 @@ class Database:
 
     def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
         """A unit of work on the writer, or a READ ONLY one on the reader (writer if none)."""
-        factory = self._read_sessions if read_only else self._write_sessions
-        return UnitOfWork(factory)
+        if read_only:
+            return UnitOfWork(self.reader or self.writer, read_only=True)
+        return UnitOfWork(self.writer)
 
     def ping(self, *, read_only: bool = False) -> None:
         """Raise unless the database answers a trivial query."""
         with self.unit_of_work(read_only=read_only) as uow:
-            uow.session.execute(sa.text("SELECT 1"))
+            uow.connection.execute(sa.text("SELECT 1"))
 
     def dispose(self) -> None:
         """Close every pooled connection (process shutdown, or after a fork)."""
@@ -60,18 +57,11 @@ class Database:
             self.reader.dispose()
 
 
-# psycopg2 opens the transaction lazily, at the first statement; with its
-# `readonly` flag set it sends "BEGIN READ ONLY" then: no extra round trip, and
-# a stray write fails on any endpoint. The flag is cleared when the connection
-# goes back to the pool, so it never leaks into a writer's next transaction.
-# (SQLAlchemy's `postgresql_readonly` execution option does the same through
-# per-checkout connection characteristics, at about twice this path's cost.)
-
-
-def _begin_read_only(
-    session: Session, transaction: SessionTransaction, connection: Connection
-) -> None:
-    connection.connection.dbapi_connection.readonly = True  # type: ignore[union-attr]
+# UnitOfWork sets psycopg2's `readonly` flag on a read-only unit of work's
+# connection (psycopg2 then sends BEGIN READ ONLY); this clears it when the
+# connection goes back to the pool, so it never leaks into a writer's next
+# transaction. (SQLAlchemy's `postgresql_readonly` execution option does the
+# same through per-checkout connection characteristics, at about twice the cost.)
 
 
 def _end_read_only(dbapi_connection: Any, record: Any) -> None:

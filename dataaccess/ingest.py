@@ -151,7 +151,7 @@ def _invalid(event: StockEventIn) -> DomainError | None:
 
 def _ingest_chunk(uow: UnitOfWork, chunk: Sequence[StockEventIn]) -> IngestResult:
     """One transaction: lock the products, write the ledger rows, move the stock."""
-    rows = uow.session.execute(
+    rows = uow.connection.execute(
         _LOCK_AND_RECORD,
         {
             "skus": sorted({e.sku for e in chunk}),

@@ -1,26 +1,64 @@
-"""Repositories: queries over one session. They never begin, commit or close it."""
+"""Repositories: SQLAlchemy Core statements on a unit of work's connection, returning records.
+
+They never begin, commit or close anything. Every statement is built once, at
+import: SQLAlchemy then finds its compiled form in the cache on each call, and
+the result rows become frozen records (`records.py`) without the ORM's identity
+map and change tracking, which on a point read cost more than the query.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import bindparam, insert, select, text
-from sqlalchemy.orm import Session, selectinload
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy import bindparam, func, insert, select, text, update
 
-from .models import Customer, Order, OrderLine, Product, StockEvent
+from .models import Base, StockEvent
+from .records import CustomerRecord, OrderLineRecord, OrderRecord, ProductRecord
 
-# Hot-path statements, built once: building `Product.sku == sku` on every call
-# costs more than SQLAlchemy's cached compile of the finished statement.
-_PRODUCT_BY_SKU = select(Product).where(Product.sku == bindparam("sku"))
-_products = Product.__table__.c
-# Plain Core (table columns, not ORM attributes): these rows feed arithmetic,
-# not objects, and skipping the ORM's result machinery is measurably cheaper.
+if TYPE_CHECKING:
+    from .uow import UnitOfWork
+
+_customers = Base.metadata.tables["customers"]
+_products = Base.metadata.tables["products"]
+_orders = Base.metadata.tables["orders"]
+_lines = Base.metadata.tables["order_lines"]
+
+_CUSTOMER = (_customers.c.id, _customers.c.email, _customers.c.name, _customers.c.created_at)
+_INSERT_CUSTOMER = insert(_customers).returning(*_CUSTOMER)
+_CUSTOMER_BY_ID = select(*_CUSTOMER).where(_customers.c.id == bindparam("id"))
+
+# In ProductRecord's field order.
+_PRODUCT = (
+    _products.c.id,
+    _products.c.sku,
+    _products.c.name,
+    _products.c.price_cents,
+    _products.c.stock,
+    _products.c.created_at,
+    _products.c.updated_at,
+)
+_INSERT_PRODUCT = insert(_products).returning(*_PRODUCT)
+_PRODUCT_BY_SKU = select(*_PRODUCT).where(_products.c.sku == bindparam("sku"))
+# A None leaves the column as it is.
+_UPDATE_PRODUCT = (
+    update(_products)
+    .where(_products.c.sku == bindparam("match_sku"))
+    .values(
+        name=func.coalesce(bindparam("new_name", type_=_products.c.name.type), _products.c.name),
+        price_cents=func.coalesce(
+            bindparam("new_price_cents", type_=_products.c.price_cents.type),
+            _products.c.price_cents,
+        ),
+        updated_at=func.now(),
+    )
+    .returning(*_PRODUCT)
+)
 _LOCK_STOCK = (
-    select(_products.sku, _products.id, _products.price_cents, _products.stock)
-    .where(_products.sku.in_(bindparam("skus", expanding=True)))
-    .order_by(_products.sku)
+    select(_products.c.sku, _products.c.id, _products.c.price_cents, _products.c.stock)
+    .where(_products.c.sku.in_(bindparam("skus", expanding=True)))
+    .order_by(_products.c.sku)
     # NO KEY UPDATE: what an UPDATE of non-key columns needs, and it does not
     # block the foreign-key checks of inserts that reference these rows.
     .with_for_update(key_share=True)
@@ -34,23 +72,87 @@ _ADJUST_STOCK = text(
     WHERE p.id = d.id
     """
 )
+
+# In OrderRecord's field order, then the line's, in OrderLineRecord's.
+_ORDER = (
+    _orders.c.id,
+    _orders.c.customer_id,
+    _orders.c.status,
+    _orders.c.total_cents,
+    _orders.c.idempotency_key,
+    _orders.c.request_fingerprint,
+    _orders.c.created_at,
+    _orders.c.cancelled_at,
+)
+_ORDER_WIDTH = len(_ORDER)
+_WITH_LINES = (
+    select(
+        *_ORDER,
+        _lines.c.id.label("line_id"),
+        _lines.c.product_id,
+        _lines.c.sku,
+        _lines.c.quantity,
+        _lines.c.unit_price_cents,
+    )
+    .select_from(_orders.outerjoin(_lines, _lines.c.order_id == _orders.c.id))
+    .order_by(_lines.c.id)
+)
+_ORDER_BY_ID = _WITH_LINES.where(_orders.c.id == bindparam("id"))
+_ORDER_BY_ID_FOR_UPDATE = _ORDER_BY_ID.with_for_update(of=_orders)
+_ORDER_BY_KEY = _WITH_LINES.where(_orders.c.idempotency_key == bindparam("key"))
+# One round trip for the whole order: take the stock from the products (which
+# the caller has locked and checked), insert the order, insert its lines in
+# request order, and return them all. Data-modifying CTEs all run, in one
+# snapshot; the foreign keys (customer, products) are checked at the end.
+_PLACE_ORDER = text(
+    """
+    WITH line AS (
+        SELECT * FROM unnest(
+            CAST(:product_ids AS bigint[]), CAST(:skus AS text[]),
+            CAST(:quantities AS integer[]), CAST(:prices AS integer[])
+        ) WITH ORDINALITY AS l(product_id, sku, quantity, unit_price_cents, n)
+    ), taken AS (
+        UPDATE products AS p SET stock = p.stock - line.quantity, updated_at = now()
+        FROM line WHERE p.id = line.product_id
+    ), placed AS (
+        INSERT INTO orders (customer_id, status, total_cents, idempotency_key, request_fingerprint)
+        VALUES (:customer_id, 'placed', :total_cents, :idempotency_key, :request_fingerprint)
+        RETURNING id, customer_id, status, total_cents, idempotency_key, request_fingerprint,
+                  created_at, cancelled_at
+    ), inserted AS (
+        INSERT INTO order_lines (order_id, product_id, sku, quantity, unit_price_cents)
+        SELECT placed.id, line.product_id, line.sku, line.quantity, line.unit_price_cents
+        FROM placed, line ORDER BY line.n
+        RETURNING id, product_id, sku, quantity, unit_price_cents
+    )
+    SELECT placed.*, inserted.* FROM placed, inserted ORDER BY inserted.id
+    """
+)
+_CANCEL_ORDER = (
+    update(_orders)
+    .where(_orders.c.id == bindparam("order_id"))
+    .values(status="cancelled", cancelled_at=func.now())
+    .returning(_orders.c.cancelled_at)
+)
+
 _RECORDED = select(StockEvent.event_id).where(
     StockEvent.event_id.in_(bindparam("ids", expanding=True))
 )
 _FORGET = text("DELETE FROM stock_events WHERE event_id = ANY(CAST(:ids AS text[]))")
-_WITH_LINES = selectinload(Order.lines)
-_ORDER_BY_KEY = select(Order).where(Order.idempotency_key == bindparam("key")).options(_WITH_LINES)
 
 
 class CustomerRepository:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
 
-    def add(self, customer: Customer) -> None:
-        self.session.add(customer)
+    def add(self, *, email: str, name: str) -> CustomerRecord:
+        """Insert a customer (IntegrityError if the email is taken)."""
+        row = self.uow.connection.execute(_INSERT_CUSTOMER, {"email": email, "name": name}).one()
+        return CustomerRecord(*row)
 
-    def get(self, customer_id: int) -> Customer | None:
-        return self.session.get(Customer, customer_id)
+    def get(self, customer_id: int) -> CustomerRecord | None:
+        row = self.uow.connection.execute(_CUSTOMER_BY_ID, {"id": customer_id}).one_or_none()
+        return None if row is None else CustomerRecord(*row)
 
 
 class StockLevel(NamedTuple):
@@ -60,14 +162,39 @@ class StockLevel(NamedTuple):
 
 
 class ProductRepository:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
 
-    def add(self, product: Product) -> None:
-        self.session.add(product)
+    def add(self, *, sku: str, name: str, price_cents: int, stock: int) -> ProductRecord:
+        """Insert a product (IntegrityError if the sku is taken)."""
+        row = self.uow.connection.execute(
+            _INSERT_PRODUCT, {"sku": sku, "name": name, "price_cents": price_cents, "stock": stock}
+        ).one()
+        return ProductRecord(*row)
 
-    def get_by_sku(self, sku: str) -> Product | None:
-        return self.session.scalars(_PRODUCT_BY_SKU, {"sku": sku}).one_or_none()
+    def get_by_sku(self, sku: str) -> ProductRecord | None:
+        row = self.uow.connection.execute(_PRODUCT_BY_SKU, {"sku": sku}).one_or_none()
+        return None if row is None else ProductRecord(*row)
+
+    def update(
+        self, sku: str, *, name: str | None = None, price_cents: int | None = None
+    ) -> ProductRecord | None:
+        """Set the name and/or price (None keeps it); None if there is no such sku."""
+        row = self.uow.connection.execute(
+            _UPDATE_PRODUCT, {"match_sku": sku, "new_name": name, "new_price_cents": price_cents}
+        ).one_or_none()
+        return None if row is None else ProductRecord(*row)
+
+    def page(
+        self, *, after_sku: str | None, limit: int, stock_below: int | None
+    ) -> list[ProductRecord]:
+        """Products in sku order, after `after_sku` (keyset pagination)."""
+        query = select(*_PRODUCT).order_by(_products.c.sku).limit(limit)
+        if after_sku is not None:
+            query = query.where(_products.c.sku > after_sku)
+        if stock_below is not None:
+            query = query.where(_products.c.stock < stock_below)
+        return [ProductRecord(*row) for row in self.uow.connection.execute(query)]
 
     def lock_stock(self, skus: Sequence[str]) -> dict[str, StockLevel]:
         """Lock the rows in sku order and read their stock.
@@ -76,69 +203,108 @@ class ProductRepository:
         cancellations here; event ingest in its ledger statement), so they
         queue instead of deadlocking.
         """
-        rows = self.session.execute(_LOCK_STOCK, {"skus": list(skus)})
+        rows = self.uow.connection.execute(_LOCK_STOCK, {"skus": list(skus)})
         return {sku: StockLevel(pid, price, stock) for sku, pid, price, stock in rows}
 
     def adjust_stock(self, deltas: Mapping[int, int]) -> None:
         """Add `delta` to each product id's stock, in one statement (rows locked by the caller)."""
         if deltas:
-            self.session.execute(
+            self.uow.connection.execute(
                 _ADJUST_STOCK, {"ids": list(deltas), "deltas": list(deltas.values())}
             )
 
-    def page(self, *, after_sku: str | None, limit: int, stock_below: int | None) -> list[Product]:
-        """Products in sku order, after `after_sku` (keyset pagination)."""
-        query = select(Product).order_by(Product.sku).limit(limit)
-        if after_sku is not None:
-            query = query.where(Product.sku > after_sku)
-        if stock_below is not None:
-            query = query.where(Product.stock < stock_below)
-        return list(self.session.scalars(query))
+
+class NewLine(NamedTuple):
+    product_id: int
+    sku: str
+    quantity: int
+    unit_price_cents: int
 
 
 class OrderRepository:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
 
-    def insert(
-        self, *, lines: Sequence[Mapping[str, Any]], status: str = "placed", **values: Any
-    ) -> Order:
-        """Insert an order and its lines now, two statements, and return the loaded order.
+    def place(
+        self,
+        *,
+        customer_id: int,
+        total_cents: int,
+        lines: Sequence[NewLine],
+        idempotency_key: str | None = None,
+        request_fingerprint: str | None = None,
+    ) -> OrderRecord:
+        """Take each line's quantity from its product's stock and insert the order: one statement.
 
-        ORM bulk INSERT ... RETURNING: the same rows as session.add + flush,
-        without the unit-of-work bookkeeping that costs more than the inserts on
-        a busy path.
+        The caller holds the products' row locks and has checked the stock.
+        An unknown customer fails the order's foreign key (IntegrityError).
         """
-        order = self.session.scalars(
-            insert(Order).returning(Order), [{"status": status, **values}]
-        ).one()
-        rows = self.session.scalars(
-            insert(OrderLine).returning(OrderLine),
-            [{"order_id": order.id, **line} for line in lines],
-        )
-        # Ids come from the sequence in row order; sorting by id keeps the lines
-        # in request order without asking the server for an ordered RETURNING.
-        set_committed_value(order, "lines", sorted(rows, key=lambda line: line.id))
-        return order
+        rows = self.uow.connection.execute(
+            _PLACE_ORDER,
+            {
+                "product_ids": [line.product_id for line in lines],
+                "skus": [line.sku for line in lines],
+                "quantities": [line.quantity for line in lines],
+                "prices": [line.unit_price_cents for line in lines],
+                "customer_id": customer_id,
+                "total_cents": total_cents,
+                "idempotency_key": idempotency_key,
+                "request_fingerprint": request_fingerprint,
+            },
+        ).all()
+        return _order(rows)
 
-    def get(self, order_id: int, *, for_update: bool = False) -> Order | None:
-        return self.session.get(Order, order_id, with_for_update=for_update, options=[_WITH_LINES])
+    def get(self, order_id: int, *, for_update: bool = False) -> OrderRecord | None:
+        """The order with its lines; `for_update` locks the order's row (not its products)."""
+        statement = _ORDER_BY_ID_FOR_UPDATE if for_update else _ORDER_BY_ID
+        rows = self.uow.connection.execute(statement, {"id": order_id}).all()
+        return _order(rows) if rows else None
 
-    def get_by_idempotency_key(self, key: str) -> Order | None:
-        return self.session.scalars(_ORDER_BY_KEY, {"key": key}).one_or_none()
+    def get_by_idempotency_key(self, key: str) -> OrderRecord | None:
+        rows = self.uow.connection.execute(_ORDER_BY_KEY, {"key": key}).all()
+        return _order(rows) if rows else None
+
+    def mark_cancelled(self, order: OrderRecord) -> OrderRecord:
+        """Set the order's status to cancelled (stock is the caller's business)."""
+        cancelled_at = self.uow.connection.execute(
+            _CANCEL_ORDER, {"order_id": order.id}
+        ).scalar_one()
+        return replace(order, status="cancelled", cancelled_at=cancelled_at)
+
+
+def _order(rows: Sequence[Sequence[Any]]) -> OrderRecord:
+    """An order from rows of (order columns..., line columns...), lines in row order."""
+    head = rows[0]
+    lines = tuple(
+        OrderLineRecord(*row[_ORDER_WIDTH:]) for row in rows if row[_ORDER_WIDTH] is not None
+    )
+    order_id, customer_id, status, total_cents, key, fingerprint, created_at, cancelled_at = head[
+        :_ORDER_WIDTH
+    ]
+    return OrderRecord(
+        order_id,
+        customer_id,
+        status,
+        total_cents,
+        key,
+        fingerprint,
+        created_at,
+        cancelled_at,
+        lines,
+    )
 
 
 class StockEventRepository:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
 
     def recorded(self, event_ids: Sequence[str]) -> set[str]:
         """Which of these event ids the ledger already holds."""
         if not event_ids:
             return set()
-        return set(self.session.scalars(_RECORDED, {"ids": list(event_ids)}))
+        return set(self.uow.connection.execute(_RECORDED, {"ids": list(event_ids)}).scalars())
 
     def forget(self, event_ids: Sequence[str]) -> None:
         """Remove ledger rows this transaction wrote for events it then rejected."""
         if event_ids:
-            self.session.execute(_FORGET, {"ids": list(event_ids)})
+            self.uow.connection.execute(_FORGET, {"ids": list(event_ids)})

@@ -6,13 +6,13 @@ behind, because the unit of work rolls back whatever was not committed.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 
 from .errors import (
@@ -26,13 +26,17 @@ from .errors import (
 )
 from .ingest import StockEventIn as StockEventIn
 from .ingest import apply_stock_event as apply_stock_event
-from .models import MAX_INT32, Customer, Order, Product
+from .models import MAX_INT32
+from .records import CustomerRecord, OrderRecord, ProductRecord
+from .repositories import NewLine
 from .uow import UnitOfWork
 
 MAX_ORDER_LINES = 100
 MAX_LINE_QUANTITY = 10_000
 MAX_PAGE_SIZE = 100
 _UNIQUE_VIOLATION = "23505"
+# Serialises requests that share an idempotency key (see place_order).
+_ADVISORY_LOCK = select(func.pg_advisory_xact_lock(func.hashtextextended(bindparam("key"), 0)))
 
 
 @dataclass(frozen=True)
@@ -43,32 +47,31 @@ class LineRequest:
 
 @dataclass(frozen=True)
 class PlacedOrder:
-    order: Order
+    order: OrderRecord
     replayed: bool  # True when an earlier request with the same idempotency key made it
 
 
 @dataclass(frozen=True)
 class ProductPage:
-    items: list[Product]
+    items: list[ProductRecord]
     next_after: str | None  # pass as `after` for the next page; None on the last page
 
 
 # -- customers ------------------------------------------------------------------
 
 
-def create_customer(uow: UnitOfWork, *, email: str, name: str) -> Customer:
+def create_customer(uow: UnitOfWork, *, email: str, name: str) -> CustomerRecord:
     """Create a customer; the email is unique, compared case-insensitively."""
     email = email.strip().lower()
     if "@" not in email:
         raise InvalidRequestError("email must contain '@'")
-    customer = Customer(email=email, name=name.strip())
-    uow.customers.add(customer)
-    _flush_unique(uow, f"a customer with email {email!r} already exists")
+    with _unique(f"a customer with email {email!r} already exists"):
+        customer = uow.customers.add(email=email, name=name.strip())
     uow.commit()
     return customer
 
 
-def get_customer(uow: UnitOfWork, customer_id: int) -> Customer:
+def get_customer(uow: UnitOfWork, customer_id: int) -> CustomerRecord:
     customer = uow.customers.get(customer_id)
     if customer is None:
         raise CustomerNotFoundError(f"no customer with id {customer_id}")
@@ -80,17 +83,16 @@ def get_customer(uow: UnitOfWork, customer_id: int) -> Customer:
 
 def create_product(
     uow: UnitOfWork, *, sku: str, name: str, price_cents: int, stock: int = 0
-) -> Product:
+) -> ProductRecord:
     _check_range("price_cents", price_cents, 0, MAX_INT32)
     _check_range("stock", stock, 0, MAX_INT32)
-    product = Product(sku=sku, name=name, price_cents=price_cents, stock=stock)
-    uow.products.add(product)
-    _flush_unique(uow, f"a product with sku {sku!r} already exists")
+    with _unique(f"a product with sku {sku!r} already exists"):
+        product = uow.products.add(sku=sku, name=name, price_cents=price_cents, stock=stock)
     uow.commit()
     return product
 
 
-def get_product(uow: UnitOfWork, sku: str) -> Product:
+def get_product(uow: UnitOfWork, sku: str) -> ProductRecord:
     product = uow.products.get_by_sku(sku)
     if product is None:
         raise ProductNotFoundError(sku)
@@ -99,14 +101,13 @@ def get_product(uow: UnitOfWork, sku: str) -> Product:
 
 def update_product(
     uow: UnitOfWork, sku: str, *, name: str | None = None, price_cents: int | None = None
-) -> Product:
+) -> ProductRecord:
     """Change a product's name and/or price; stock moves only through orders and events."""
-    product = get_product(uow, sku)
-    if name is not None:
-        product.name = name
     if price_cents is not None:
         _check_range("price_cents", price_cents, 0, MAX_INT32)
-        product.price_cents = price_cents
+    product = uow.products.update(sku, name=name, price_cents=price_cents)
+    if product is None:
+        raise ProductNotFoundError(sku)
     uow.commit()
     return product
 
@@ -141,9 +142,7 @@ def place_order(
     if idempotency_key is not None:
         # Serialise requests that share a key, so the second waits for the first
         # to commit and then finds its order instead of racing it.
-        uow.session.execute(
-            select(func.pg_advisory_xact_lock(func.hashtextextended(idempotency_key, 0)))
-        )
+        uow.connection.execute(_ADVISORY_LOCK, {"key": idempotency_key})
         existing = uow.orders.get_by_idempotency_key(idempotency_key)
         if existing is not None:
             if existing.request_fingerprint != fingerprint:
@@ -158,20 +157,14 @@ def place_order(
             raise ProductNotFoundError(sku)
         if level.stock < quantity:
             raise InsufficientStockError(sku, quantity, level.stock)
-    uow.products.adjust_stock({levels[s].id: -q for s, q in wanted.items()})
     try:
-        order = uow.orders.insert(
+        order = uow.orders.place(
             customer_id=customer_id,
             total_cents=sum(levels[s].price_cents * q for s, q in wanted.items()),
             idempotency_key=idempotency_key,
             request_fingerprint=fingerprint,
             lines=[
-                {
-                    "product_id": levels[sku].id,
-                    "sku": sku,
-                    "quantity": quantity,
-                    "unit_price_cents": levels[sku].price_cents,
-                }
+                NewLine(levels[sku].id, sku, quantity, levels[sku].price_cents)
                 for sku, quantity in wanted.items()
             ],
         )
@@ -185,14 +178,14 @@ def place_order(
     return PlacedOrder(order, replayed=False)
 
 
-def get_order(uow: UnitOfWork, order_id: int) -> Order:
+def get_order(uow: UnitOfWork, order_id: int) -> OrderRecord:
     order = uow.orders.get(order_id)
     if order is None:
         raise OrderNotFoundError(f"no order with id {order_id}")
     return order
 
 
-def cancel_order(uow: UnitOfWork, order_id: int) -> Order:
+def cancel_order(uow: UnitOfWork, order_id: int) -> OrderRecord:
     """Cancel a placed order and return its stock; cancelling again changes nothing."""
     order = uow.orders.get(order_id, for_update=True)
     if order is None:
@@ -201,10 +194,9 @@ def cancel_order(uow: UnitOfWork, order_id: int) -> Order:
         return order
     uow.products.lock_stock([line.sku for line in order.lines])
     uow.products.adjust_stock({line.product_id: line.quantity for line in order.lines})
-    order.status = "cancelled"
-    order.cancelled_at = dt.datetime.now(dt.UTC)
+    cancelled = uow.orders.mark_cancelled(order)
     uow.commit()
-    return order
+    return cancelled
 
 
 # -- helpers --------------------------------------------------------------------
@@ -237,9 +229,11 @@ def _constraint(exc: IntegrityError) -> str | None:
     return getattr(diag, "constraint_name", None)
 
 
-def _flush_unique(uow: UnitOfWork, message: str) -> None:
+@contextmanager
+def _unique(message: str) -> Iterator[None]:
+    """Turn a unique violation inside the block into AlreadyExistsError(message)."""
     try:
-        uow.session.flush()
+        yield
     except IntegrityError as exc:
         if getattr(exc.orig, "pgcode", None) == _UNIQUE_VIOLATION:
             raise AlreadyExistsError(message) from exc

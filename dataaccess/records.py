@@ -1,0 +1,54 @@
+"""What the repositories return: frozen, typed rows, detached from any connection.
+
+The models in `models.py` define the schema; these are the values the
+services hand to Flask views and Lambda handlers. A record is built straight
+from a result row (no identity map, no change tracking), so it costs next to
+nothing, can be read after its unit of work has closed, and can never issue a
+query behind the caller's back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerRecord:
+    id: int
+    email: str
+    name: str
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ProductRecord:
+    id: int
+    sku: str
+    name: str
+    price_cents: int
+    stock: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OrderLineRecord:
+    id: int
+    product_id: int
+    sku: str
+    quantity: int
+    unit_price_cents: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRecord:
+    id: int
+    customer_id: int
+    status: str
+    total_cents: int
+    idempotency_key: str | None
+    request_fingerprint: str | None
+    created_at: dt.datetime
+    cancelled_at: dt.datetime | None
+    lines: tuple[OrderLineRecord, ...]  # in the order they were placed
