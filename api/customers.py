@@ -9,7 +9,7 @@ from dataaccess import services
 from dataaccess.records import CustomerRecord
 
 from .db import get_uow
-from .openapi import spec
+from .openapi import output_only, spec
 from .schemas import MAX_BIGINT, CustomerIn, CustomerOut, Problem
 
 bp = Blueprint("customers", __name__, url_prefix="/customers")
@@ -33,7 +33,7 @@ def create_customer() -> tuple[CustomerOut, int, dict[str, str]]:
 
 
 @bp.get(f"/<int(min=1, max={MAX_BIGINT}):customer_id>")
-@spec.validate(resp=Responses(HTTP_200=CustomerOut, HTTP_404=Problem), tags=["customers"])
+@output_only(resp=Responses(HTTP_200=CustomerOut, HTTP_404=Problem), tags=["customers"])
 def get_customer(customer_id: int) -> CustomerOut:
     """One customer by id."""
     return customer_out(services.get_customer(get_uow(), customer_id))

@@ -6,21 +6,21 @@ from flask import Blueprint
 from spectree import Response as Responses
 
 from .db import get_db
-from .openapi import spec
+from .openapi import output_only
 from .schemas import Health, Problem
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
-@spec.validate(resp=Responses(HTTP_200=Health), tags=["health"])
+@output_only(resp=Responses(HTTP_200=Health), tags=["health"])
 def healthz() -> Health:
     """The process is up; the database is not consulted."""
     return Health(status="ok")
 
 
 @bp.get("/readyz")
-@spec.validate(resp=Responses(HTTP_200=Health, HTTP_503=Problem), tags=["health"])
+@output_only(resp=Responses(HTTP_200=Health, HTTP_503=Problem), tags=["health"])
 def readyz() -> Health:
     """The database answers (writer, and reader when configured); else 503."""
     database = get_db()

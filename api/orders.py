@@ -9,7 +9,7 @@ from dataaccess import services
 from dataaccess.records import OrderRecord
 
 from .db import get_uow
-from .openapi import spec
+from .openapi import output_only, spec
 from .schemas import MAX_BIGINT, LineOut, OrderHeaders, OrderIn, OrderOut, Problem
 
 bp = Blueprint("orders", __name__, url_prefix="/orders")
@@ -59,14 +59,14 @@ def place_order() -> tuple[OrderOut, int, dict[str, str]]:
 
 
 @bp.get(f"/{ORDER_ID}")
-@spec.validate(resp=Responses(HTTP_200=OrderOut, HTTP_404=Problem), tags=["orders"])
+@output_only(resp=Responses(HTTP_200=OrderOut, HTTP_404=Problem), tags=["orders"])
 def get_order(order_id: int) -> OrderOut:
     """One order with its lines."""
     return order_out(services.get_order(get_uow(), order_id))
 
 
 @bp.post(f"/{ORDER_ID}/cancel")
-@spec.validate(resp=Responses(HTTP_200=OrderOut, HTTP_404=Problem), tags=["orders"])
+@output_only(resp=Responses(HTTP_200=OrderOut, HTTP_404=Problem), tags=["orders"])
 def cancel_order(order_id: int) -> OrderOut:
     """Cancel an order and return its stock; cancelling again changes nothing."""
     return order_out(services.cancel_order(get_uow(), order_id))

@@ -12,7 +12,7 @@ from dataaccess.errors import ProductNotFoundError
 from dataaccess.records import ProductRecord
 
 from .db import get_uow
-from .openapi import spec
+from .openapi import output_only, spec
 from .schemas import (
     SKU_PATTERN,
     Problem,
@@ -74,7 +74,7 @@ def list_products() -> ProductPageOut:
 
 
 @bp.get("/<sku>")
-@spec.validate(resp=Responses(HTTP_200=ProductOut, HTTP_404=Problem), tags=["products"])
+@output_only(resp=Responses(HTTP_200=ProductOut, HTTP_404=Problem), tags=["products"])
 def get_product(sku: str) -> ProductOut:
     """One product by sku."""
     return product_out(services.get_product(get_uow(), _known_shape(sku)))

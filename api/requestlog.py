@@ -63,6 +63,8 @@ def _start() -> None:
 
 def _finish(response: Response) -> Response:
     response.headers["X-Request-Id"] = g.get("request_id", "")
+    if not log.isEnabledFor(logging.INFO):
+        return response
     started = g.get("request_started", time.perf_counter())
     # The path only: query strings and bodies are not logged.
     log.info(
