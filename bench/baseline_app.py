@@ -12,11 +12,11 @@ from flask import Flask, abort
 from psycopg2.pool import ThreadedConnectionPool
 
 
-def create_app() -> Flask:
-    app = Flask(__name__)
+def make_pool() -> ThreadedConnectionPool:
+    """One connection per gunicorn thread, from the same DB_* variables as the API."""
     threads = int(os.environ.get("GUNICORN_THREADS", "4"))
     # minconn = maxconn: psycopg2's pool closes returned connections above minconn.
-    pool = ThreadedConnectionPool(
+    return ThreadedConnectionPool(
         threads,
         threads,
         host=os.environ["DB_HOST"],
@@ -29,18 +29,27 @@ def create_app() -> Flask:
         sslrootcert=os.environ.get("DB_SSLROOTCERT"),
     )
 
+
+def read_product(pool: ThreadedConnectionPool, sku: str) -> tuple[Any, ...] | None:
+    """(sku, name, price_cents, stock), or None: a cursor on a pooled connection."""
+    conn = pool.getconn()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT sku, name, price_cents, stock FROM products WHERE sku = %s", (sku,))
+            row: tuple[Any, ...] | None = cur.fetchone()
+        conn.rollback()
+    finally:
+        pool.putconn(conn)
+    return row
+
+
+def create_app() -> Flask:
+    app = Flask(__name__)
+    pool = make_pool()
+
     @app.get("/products/<sku>")
     def get_product(sku: str) -> dict[str, Any]:
-        conn = pool.getconn()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(
-                    "SELECT sku, name, price_cents, stock FROM products WHERE sku = %s", (sku,)
-                )
-                row = cur.fetchone()
-            conn.rollback()
-        finally:
-            pool.putconn(conn)
+        row = read_product(pool, sku)
         if row is None:
             abort(404)
         return {"sku": row[0], "name": row[1], "price_cents": row[2], "stock": row[3]}
