@@ -96,8 +96,8 @@ def run(bdb: BenchDB, sizes: Sizes) -> Row:
         limit=1.5,
         notes=[
             "ours: `db.unit_of_work(read_only=True)` + `uow.products.get_by_sku`: pool "
-            "checkout (pinged only after 5 s idle), BEGIN READ ONLY, SELECT, ROLLBACK, "
-            "a session and an ORM object per read.",
+            "checkout (pinged only after 5 s idle), BEGIN READ ONLY, a prebuilt SQLAlchemy "
+            "Core SELECT, ROLLBACK, and a frozen `ProductRecord` per read.",
             "baseline: one psycopg2 connection, `set_session(readonly=True)`, "
             "cursor.execute + fetchone + rollback: the same three round trips.",
             f"ours with a ping on every checkout (`DB_POOL_PRE_PING_IDLE=0`, the behaviour "
@@ -106,13 +106,13 @@ def run(bdb: BenchDB, sizes: Sizes) -> Row:
             "reset to the server default at checkin, psycopg2 also sent a SET when the ping "
             "switched autocommit on: two.",
             f"SQLAlchemy Core, the same statement in the same transaction on one held "
-            f"connection (no pool, no session, no ORM): {core_us:.0f} µs (ratio "
-            f"{core_us / base_us:.2f}). What remains between that and ours is the pool "
-            "checkout, the session and the ORM object: Python time, about "
+            f"connection (no pool, no unit of work): {core_us:.0f} µs (ratio "
+            f"{core_us / base_us:.2f}), SQLAlchemy's own floor for this read. What ours adds "
+            "to it is the pool checkout and return and the unit of work: about "
             f"{ours_us - core_us:.0f} µs per read on this CPU. On loopback a round trip costs "
-            "tens of µs, so that Python time is a large share; against Aurora across the "
-            "network (hundreds of µs per round trip, plus TLS) the same absolute cost is a "
-            "small one.",
+            "tens of µs, so Python time is a large share of a read; against Aurora across "
+            "the network (hundreds of µs per round trip, plus TLS) the same absolute cost is "
+            "a small one.",
             f"autocommit single-statement psycopg2 (no transaction at all): "
             f"{single_us:.0f} µs, ours/that = {ours_us / single_us:.2f}.",
         ],

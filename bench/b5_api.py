@@ -223,9 +223,10 @@ def run(bdb: BenchDB, sizes: Sizes) -> Row:
             f"(bench/loadgen.py: {CONNECTIONS} keep-alive connections on threads) on "
             f"127.0.0.1, {rounds} alternating rounds of {slice_:g} s per side after a warm-up. "
             "Load generator, servers and PostgreSQL share the same 2 CPUs.",
-            "ours: `api:create_app()` (spectree-validated view, one read-only unit of work per "
-            "request, the JSON request-log hook). baseline: bench/baseline_app.py, one Flask "
-            "view over a psycopg2 ThreadedConnectionPool, no validation, no request log.",
+            "ours: `api:create_app()` (the SpecTree-documented view, one read-only unit of "
+            "work per request, the request-id and request-log hooks, problem+json handlers). "
+            "baseline: bench/baseline_app.py, one Flask view over a psycopg2 "
+            "ThreadedConnectionPool, no validation, no request id or log.",
             "the servers are CPU-bound here (load generator, both gunicorns' workers and "
             "PostgreSQL share 2 CPUs), so the ratio is CPU per request. Through Flask's test "
             f"client in one process (no HTTP, no load), ours takes {ours_cpu:.0f} µs per "

@@ -1,0 +1,81 @@
+"""The unit of work: one connection and one transaction for the repositories and the ORM session."""
+
+import dataclasses
+
+import pytest
+import sqlalchemy as sa
+
+from dataaccess import services
+from dataaccess.models import Customer
+
+PID = sa.text("SELECT pg_backend_pid()")
+
+
+def exists(db, table, column, value):
+    with db.unit_of_work(read_only=True) as uow:
+        query = sa.text(f"SELECT count(*) FROM {table} WHERE {column} = :value")
+        return uow.connection.execute(query, {"value": value}).scalar_one() == 1
+
+
+def test_repositories_and_session_commit_together(db):
+    with db.unit_of_work() as uow:
+        uow.products.add(sku="UOW-1", name="Core", price_cents=1, stock=1)
+        uow.session.add(Customer(email="orm@example.com", name="ORM"))
+        uow.session.flush()
+        # One connection: the session joined the repositories' transaction.
+        assert uow.session.scalar(PID) == uow.connection.execute(PID).scalar_one()
+        uow.commit()
+    assert exists(db, "products", "sku", "UOW-1")
+    assert exists(db, "customers", "email", "orm@example.com")
+
+
+def test_work_not_committed_is_rolled_back_for_both(db):
+    with db.unit_of_work() as uow:
+        uow.products.add(sku="UOW-2", name="Core", price_cents=1, stock=1)
+        uow.session.add(Customer(email="gone@example.com", name="ORM"))
+        uow.session.flush()
+    with pytest.raises(RuntimeError), db.unit_of_work() as uow:
+        uow.session.add(Customer(email="gone2@example.com", name="ORM"))
+        uow.products.add(sku="UOW-3", name="Core", price_cents=1, stock=1)
+        raise RuntimeError("the caller failed before committing")
+    assert not exists(db, "products", "sku", "UOW-2")
+    assert not exists(db, "products", "sku", "UOW-3")
+    assert not exists(db, "customers", "email", "gone@example.com")
+    assert not exists(db, "customers", "email", "gone2@example.com")
+
+
+def test_rollback_discards_both_and_the_unit_of_work_goes_on(db):
+    with db.unit_of_work() as uow:
+        uow.session.add(Customer(email="undone@example.com", name="ORM"))
+        uow.products.add(sku="UOW-4", name="Core", price_cents=1, stock=1)
+        uow.rollback()
+        uow.products.add(sku="UOW-5", name="Core", price_cents=1, stock=1)
+        uow.commit()
+    assert not exists(db, "customers", "email", "undone@example.com")
+    assert not exists(db, "products", "sku", "UOW-4")
+    assert exists(db, "products", "sku", "UOW-5")
+
+
+def test_second_transaction_after_commit(db):
+    with db.unit_of_work() as uow:
+        customer = services.create_customer(uow, email="first@example.com", name="First")
+        uow.session.add(Customer(email="second@example.com", name="Second"))
+        uow.commit()
+        services.create_product(uow, sku="UOW-6", name="After", price_cents=1, stock=1)
+    assert exists(db, "customers", "email", "second@example.com")
+    assert exists(db, "products", "sku", "UOW-6")
+    # Records are plain frozen values, readable after the unit of work closed.
+    assert customer.email == "first@example.com"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        customer.name = "Changed"  # type: ignore[misc]
+
+
+def test_a_unit_of_work_that_runs_nothing_checks_out_no_connection(db):
+    opened = []
+    sa.event.listen(db.writer, "checkout", lambda *args: opened.append(args))
+    with db.unit_of_work(), db.unit_of_work(read_only=True):
+        pass
+    assert opened == []
+    with db.unit_of_work(read_only=True) as uow:
+        uow.products.get_by_sku("none")
+    assert len(opened) == 1
