@@ -116,5 +116,9 @@ def run(bdb: BenchDB, sizes: Sizes) -> Row:
             f"autocommit single-statement psycopg2 (no transaction at all): "
             f"{single_us:.0f} µs, ours/that = {ours_us / single_us:.2f}.",
         ],
-        extra={"autocommit_us": single_us, "ping_every_checkout_us": always_us, "core_us": core_us},
+        extra={
+            "autocommit_us": single_us,
+            "ping_every_checkout_us": always_us,
+            "core_us": core_us,
+        },
     )

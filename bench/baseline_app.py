@@ -30,12 +30,18 @@ def make_pool() -> ThreadedConnectionPool:
     )
 
 
+# The same query as the API's repository (ProductRepository.get_by_sku): every column.
+SELECT_PRODUCT = (
+    "SELECT id, sku, name, price_cents, stock, created_at, updated_at FROM products WHERE sku = %s"
+)
+
+
 def read_product(pool: ThreadedConnectionPool, sku: str) -> tuple[Any, ...] | None:
-    """(sku, name, price_cents, stock), or None: a cursor on a pooled connection."""
+    """(id, sku, name, price_cents, stock, created_at, updated_at), or None."""
     conn = pool.getconn()
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT sku, name, price_cents, stock FROM products WHERE sku = %s", (sku,))
+            cur.execute(SELECT_PRODUCT, (sku,))
             row: tuple[Any, ...] | None = cur.fetchone()
         conn.rollback()
     finally:
@@ -52,6 +58,6 @@ def create_app() -> Flask:
         row = read_product(pool, sku)
         if row is None:
             abort(404)
-        return {"sku": row[0], "name": row[1], "price_cents": row[2], "stock": row[3]}
+        return {"sku": row[1], "name": row[2], "price_cents": row[3], "stock": row[4]}
 
     return app

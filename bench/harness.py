@@ -211,21 +211,24 @@ Side = Callable[[int], list[float]]
 
 def alternate(ours: Side, baseline: Side, *, total: int, rounds: int) -> tuple[list[float], ...]:
     """Warm both sides up, then run `rounds` alternating rounds; per-op latencies of each."""
+    return rotate([ours, baseline], total=total, rounds=rounds)
+
+
+def rotate(sides: list[Side], *, total: int, rounds: int) -> tuple[list[float], ...]:
+    """Warm every side up, then run `rounds` rounds, each starting one side later than the last.
+
+    So drift (caches, autovacuum, the neighbours' load) hits every side alike.
+    """
     per_round = max(1, total // rounds)
     warm = max(1, per_round // 5)
-    ours(warm)
-    baseline(warm)
-    ours_all: list[float] = []
-    base_all: list[float] = []
+    for side in sides:
+        side(warm)
+    results: list[list[float]] = [[] for _ in sides]
     for r in range(rounds):
-        # Swap who goes first each round, so drift (caches, autovacuum) hits both alike.
-        if r % 2 == 0:
-            ours_all += ours(per_round)
-            base_all += baseline(per_round)
-        else:
-            base_all += baseline(per_round)
-            ours_all += ours(per_round)
-    return ours_all, base_all
+        for k in range(len(sides)):
+            index = (r + k) % len(sides)
+            results[index] += sides[index](per_round)
+    return tuple(results)
 
 
 def timed(op: Callable[[int], object], n: int) -> list[float]:
