@@ -34,10 +34,15 @@ def test_work_not_committed_is_rolled_back_for_both(db):
         uow.products.add(sku="UOW-2", name="Core", price_cents=1, stock=1)
         uow.session.add(Customer(email="gone@example.com", name="ORM"))
         uow.session.flush()
-    with pytest.raises(RuntimeError), db.unit_of_work() as uow:
-        uow.session.add(Customer(email="gone2@example.com", name="ORM"))
-        uow.products.add(sku="UOW-3", name="Core", price_cents=1, stock=1)
-        raise RuntimeError("the caller failed before committing")
+
+    def fail_before_committing():
+        with db.unit_of_work() as uow:
+            uow.session.add(Customer(email="gone2@example.com", name="ORM"))
+            uow.products.add(sku="UOW-3", name="Core", price_cents=1, stock=1)
+            raise RuntimeError("the caller failed before committing")
+
+    with pytest.raises(RuntimeError):
+        fail_before_committing()
     assert not exists(db, "products", "sku", "UOW-2")
     assert not exists(db, "products", "sku", "UOW-3")
     assert not exists(db, "customers", "email", "gone@example.com")
