@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from dataaccess import Database, create_engine
 from dataaccess.models import Product
 
-from .harness import PRODUCTS, BenchDB, Row, Sizes, alternate, median, rng, sku, timed
+from .harness import PRODUCTS, BenchDB, Row, Sizes, median, rng, rotate, sku, timed
 
 SELECT = (
     "SELECT id, sku, name, price_cents, stock, created_at, updated_at FROM products WHERE sku = %s"
@@ -59,22 +59,16 @@ def run(bdb: BenchDB, sizes: Sizes) -> Row:
                 cur.execute(SELECT, (picks[i % len(picks)],))
                 assert cur.fetchone() is not None
 
-        ours, base = alternate(
-            lambda n: timed(ours_op, n),
-            lambda n: timed(base_op, n),
+        # One rotation for all five, so every comparison below is within the same drift.
+        ours, base, always, core, single = rotate(
+            [
+                lambda n: timed(ours_op, n),
+                lambda n: timed(base_op, n),
+                lambda n: timed(pinged_op, n),
+                lambda n: timed(core_op, n),
+                lambda n: timed(auto_op, n),
+            ],
             total=sizes.reads,
-            rounds=sizes.rounds,
-        )
-        always, core = alternate(
-            lambda n: timed(pinged_op, n),
-            lambda n: timed(core_op, n),
-            total=max(sizes.reads // 5, 1),
-            rounds=sizes.rounds,
-        )
-        _, single = alternate(
-            lambda n: timed(base_op, n),
-            lambda n: timed(auto_op, n),
-            total=max(sizes.reads // 5, 1),
             rounds=sizes.rounds,
         )
     finally:
@@ -108,8 +102,8 @@ def run(bdb: BenchDB, sizes: Sizes) -> Row:
             f"SQLAlchemy Core, the same statement in the same transaction on one held "
             f"connection (no pool, no unit of work): {core_us:.0f} µs (ratio "
             f"{core_us / base_us:.2f}), SQLAlchemy's own floor for this read. What ours adds "
-            "to it is the pool checkout and return and the unit of work: about "
-            f"{ours_us - core_us:.0f} µs per read on this CPU. On loopback a round trip costs "
+            "to it is the pool checkout and return and the unit of work: "
+            f"{ours_us - core_us:+.0f} µs per read on this CPU. On loopback a round trip costs "
             "tens of µs, so Python time is a large share of a read; against Aurora across "
             "the network (hundreds of µs per round trip, plus TLS) the same absolute cost is "
             "a small one.",
