@@ -99,7 +99,9 @@ HISTORY = {
         0.68,
         "B1's changes on the request's read path; then (after a3512c8) views without a "
         "request model skip SpecTree's second validation of the response they built, and "
-        "the request log builds its fields only when it writes them",
+        "the request log builds its fields only when it writes them, and gunicorn's "
+        "config freezes each worker's loaded objects for the garbage collector "
+        "(`gc.freeze()`, on both sides)",
     ),
     "B6": (
         1.20,
