@@ -98,10 +98,10 @@ HISTORY = {
         0.50,
         0.68,
         "B1's changes on the request's read path; then (after a3512c8) views without a "
-        "request model skip SpecTree's second validation of the response they built, and "
-        "the request log builds its fields only when it writes them, and gunicorn's "
-        "config freezes each worker's loaded objects for the garbage collector "
-        "(`gc.freeze()`, on both sides)",
+        "request model skip SpecTree's second validation of the response they built; the "
+        "request log builds its fields only when it writes them; gunicorn's config "
+        "freezes each worker's loaded objects for the garbage collector (`gc.freeze()`, "
+        "on both sides)",
     ),
     "B6": (
         1.20,
@@ -125,8 +125,9 @@ def render(rows: Sequence[Row], *, sizes: Sizes, command: str, elapsed: float, t
         "",
         f"Machine: {machine(tls=tls)}.",
         "",
-        "Each pair runs in one process: a warm-up of both sides, then "
-        f"{sizes.rounds} rounds alternating which side goes first; the numbers are medians. "
+        "Each pair runs in one process: a warm-up of every side, then rounds in which the "
+        f"sides take turns going first ({sizes.rounds} unless a row's notes say otherwise); "
+        "the numbers are medians. "
         "The machine is shared and noisy: the ratios are the result, not the absolute numbers.",
         "",
         "| # | Workload | Ours | Baseline | Ratio (ours/baseline) | Goal | Met |",
