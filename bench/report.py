@@ -101,7 +101,8 @@ HISTORY = {
         "request model skip SpecTree's second validation of the response they built; the "
         "request log builds its fields only when it writes them; gunicorn's config "
         "freezes each worker's loaded objects for the garbage collector (`gc.freeze()`, "
-        "on both sides)",
+        "on both sides). With all of these, five runs on this machine measured 0.77 to "
+        "0.83: the goal's edge, not a margin",
     ),
     "B6": (
         1.20,
