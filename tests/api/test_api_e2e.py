@@ -6,11 +6,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import urllib.request
 from pathlib import Path
 
 import pytest
-from api_helpers import REPO, wait_ready
+from api_helpers import REPO
 
 from scripts.localpg import free_port
 
@@ -49,9 +50,22 @@ def test_one_command_run_serves_orders_and_stops_cleanly(run_dir):
         stderr=subprocess.STDOUT,
         text=True,
     )
+    # What a user waits for: the banner with the URL and the curl examples, printed
+    # once the API answers. Polling /readyz ourselves could race ahead of it.
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read_output() -> None:
+        for output_line in proc.stdout:
+            lines.append(output_line)
+            if "API ready on" in output_line:
+                ready.set()
+
+    reader = threading.Thread(target=read_output, daemon=True)
+    reader.start()
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(f"{base}/readyz", proc, timeout=120)
+        assert ready.wait(timeout=120), "".join(lines)
         products = get(f"{base}/products")["items"]
         widget = next(p for p in products if p["sku"] == "WIDGET-1")
         customer = 1
@@ -64,7 +78,10 @@ def test_one_command_run_serves_orders_and_stops_cleanly(run_dir):
         assert get(f"{base}/orders/{first['id']}")["status"] == "placed"
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        output, _ = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+        proc.stdout.close()
+    output = "".join(lines)
     assert proc.returncode == 0, output
-    assert "curl -s" in output
+    assert f"curl -s {base}/products" in output
     assert not (run_dir / "data" / "postmaster.pid").exists(), "the database was not stopped"
