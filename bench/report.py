@@ -82,9 +82,10 @@ HISTORY = {
     "B3": (
         0.87,
         1.01,
-        "one statement locks the chunk's products in sku order and records the ledger "
-        "rows, events are decided on the locked stock, one stock UPDATE shared with "
-        "order cancellation (`ProductRepository.adjust_stock`)",
+        "the chunk's products locked in sku order (the order every writer of stock uses), "
+        "events decided on the locked stock, one statement records the ledger rows and "
+        "moves the stock; then (after a3512c8) the ledger read before the insert, so "
+        "the ledger is append-only and the application role has no DELETE on it",
     ),
     "B4": (
         1.30,

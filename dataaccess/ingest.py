@@ -12,59 +12,31 @@ The same exactly-once rules, a chunk at a time instead of an event at a time:
   rejection never fails the rest of the batch, so an SQS consumer can report
   just the rejected ids as partial batch failures.
 
-Per chunk, one statement locks the chunk's products FOR NO KEY UPDATE in sku
-order (the order `place_order` locks in, so orders and ingests queue instead of
-deadlocking), reads their stock and inserts the ledger rows with
-``ON CONFLICT DO NOTHING``. With the locked stock in hand, each product's new
-events are replayed in batch order in Python: those that would take stock below
-zero (or past the column's range) are rejected and their own uncommitted ledger
-rows removed. One ``UPDATE products ... FROM unnest`` then moves the stock.
+Per chunk, three statements and a commit. The first locks the chunk's products
+FOR NO KEY UPDATE in sku order (the order `place_order` locks in, so orders and
+ingests queue instead of deadlocking) and reads their stock. The second reads
+which event ids the ledger already holds; it runs after the locks are granted,
+so it sees any ledger row of a transaction it waited for (another delivery of
+the same event locks the same product). With the locked stock in hand, each
+product's new events are replayed in batch order in Python: those that would
+take stock below zero (or past the column's range) are rejected. The third
+statement inserts the accepted events' ledger rows and moves the stock by what
+it inserted. Nothing is ever deleted: the ledger is append-only, and the
+application role has no DELETE on it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-
-from sqlalchemy import text
 
 from .errors import DomainError, InsufficientStockError, InvalidRequestError, ProductNotFoundError
 from .models import MAX_INT32
+from .repositories import NewStockEvent, StockLevel
 from .uow import UnitOfWork
 
 DEFAULT_CHUNK_SIZE = 1000
-
-# One round trip: lock the chunk's products FOR NO KEY UPDATE in sku order (the
-# order every writer of stock uses, see ProductRepository.lock_stock), reading
-# their stock, and insert the ledger rows, sorted by event id so two ingests of
-# overlapping batches wait on each other's keys in the same order. The CTE is
-# row-locking, so PostgreSQL evaluates it once, before the insert that uses it,
-# and after a lock wait it returns the row's latest stock.
-_LOCK_AND_RECORD = text(
-    """
-    WITH locked AS (
-        SELECT id, sku, stock FROM products
-        WHERE sku = ANY(CAST(:skus AS text[]))
-        ORDER BY sku
-        FOR NO KEY UPDATE
-    ), recorded AS (
-        INSERT INTO stock_events (event_id, product_id, delta, reason, occurred_at)
-        SELECT e.event_id, p.id, e.delta, e.reason, e.occurred_at
-        FROM unnest(
-            CAST(:ids AS text[]), CAST(:event_skus AS text[]), CAST(:deltas AS integer[]),
-            CAST(:reasons AS text[]), CAST(:occurred AS timestamptz[])
-        ) AS e(event_id, sku, delta, reason, occurred_at)
-        JOIN locked AS p ON p.sku = e.sku
-        ORDER BY e.event_id
-        ON CONFLICT (event_id) DO NOTHING
-        RETURNING event_id
-    )
-    SELECT CAST(sku AS text), id, stock, CAST(NULL AS text) FROM locked
-    UNION ALL
-    SELECT NULL, NULL, NULL, event_id FROM recorded
-    """
-)
 
 
 @dataclass(frozen=True)
@@ -149,31 +121,68 @@ def _invalid(event: StockEventIn) -> DomainError | None:
     return None
 
 
-def _ingest_chunk(uow: UnitOfWork, chunk: Sequence[StockEventIn]) -> IngestResult:
-    """One transaction: lock the products, write the ledger rows, move the stock."""
-    rows = uow.connection.execute(
-        _LOCK_AND_RECORD,
-        {
-            "skus": sorted({e.sku for e in chunk}),
-            "ids": [e.event_id for e in chunk],
-            "event_skus": [e.sku for e in chunk],
-            "deltas": [e.delta for e in chunk],
-            "reasons": [e.reason for e in chunk],
-            "occurred": [e.occurred_at for e in chunk],
-        },
-    ).all()
-    product_ids = {sku: pid for sku, pid, _, event_id in rows if event_id is None}
-    stock = {sku: level for sku, _, level, event_id in rows if event_id is None}
-    inserted = {event_id for _, _, _, event_id in rows if event_id is not None}
-    missing = [e.event_id for e in chunk if e.event_id not in inserted]
-    in_ledger = uow.stock_events.recorded(missing)
+class LedgerRaceError(RuntimeError):
+    """Another transaction recorded one of a chunk's event ids after the chunk read the ledger.
 
-    # The rows are locked, so this stock is the truth until we commit: replay
-    # each product's new events in batch order and keep those that fit.
-    refused: dict[str, DomainError] = {}
-    moves: dict[int, int] = {}
+    Only an id that arrived with a different SKU can get there (the same SKU
+    waits on the chunk's product lock). Nothing of the chunk is committed; a
+    retry reads the other transaction's ledger row and treats the id as a duplicate.
+    """
+
+
+def _ingest_chunk(uow: UnitOfWork, chunk: Sequence[StockEventIn]) -> IngestResult:
+    """One transaction: lock the products, decide, record and apply what fits.
+
+    Optimistic: the events are first decided as if none were in the ledger yet.
+    When the insert finds some that were (redeliveries), their deltas must not
+    have counted in the replay, so the chunk is undone and decided again with
+    the ledger read after the locks.
+    """
+    skus = list({e.sku for e in chunk})
+    accepted, refused = _decide(chunk, uow.products.lock_stock(skus), in_ledger=set())
+    inserted = uow.stock_events.record_and_apply(accepted)
+    if len(inserted) != len(accepted):
+        uow.rollback()
+        levels = uow.products.lock_stock(skus)
+        in_ledger = uow.stock_events.recorded([e.event_id for e in chunk])
+        accepted, refused = _decide(chunk, levels, in_ledger)
+        inserted = uow.stock_events.record_and_apply(accepted)
+        if len(inserted) != len(accepted):
+            uow.rollback()
+            raise LedgerRaceError(
+                f"{len(accepted) - len(inserted)} event id(s) were recorded by another "
+                "transaction while this chunk was applied; nothing of the chunk was committed"
+            )
+    uow.commit()
+
+    result = IngestResult()
     for event in chunk:
-        if event.event_id not in inserted:
+        if event.event_id in refused:
+            result.rejected.append(RejectedEvent(event.event_id, refused[event.event_id]))
+        elif event.event_id in inserted:
+            result.applied.append(event.event_id)
+        else:
+            result.duplicates.append(event.event_id)
+    return result
+
+
+def _decide(
+    chunk: Sequence[StockEventIn], levels: Mapping[str, StockLevel], in_ledger: set[str]
+) -> tuple[list[NewStockEvent], dict[str, DomainError]]:
+    """Replay each product's new events in batch order on its locked stock.
+
+    The rows are locked, so this stock is the truth until the commit. Returns
+    the events that fit, and the reason each refused one does not.
+    """
+    stock = {sku: level.stock for sku, level in levels.items()}
+    accepted: list[NewStockEvent] = []
+    refused: dict[str, DomainError] = {}
+    for event in chunk:
+        if event.event_id in in_ledger:
+            continue
+        level = levels.get(event.sku)
+        if level is None:
+            refused[event.event_id] = ProductNotFoundError(event.sku)
             continue
         before = stock[event.sku]
         after = before + event.delta
@@ -185,21 +194,9 @@ def _ingest_chunk(uow: UnitOfWork, chunk: Sequence[StockEventIn]) -> IngestResul
             )
         else:
             stock[event.sku] = after
-            pid = product_ids[event.sku]
-            moves[pid] = moves.get(pid, 0) + event.delta
-    # Our own uncommitted rows: the ledger never records a rejected event.
-    uow.stock_events.forget(list(refused))
-    uow.products.adjust_stock({pid: delta for pid, delta in moves.items() if delta})
-    uow.commit()
-
-    result = IngestResult()
-    for event in chunk:
-        if event.event_id in refused:
-            result.rejected.append(RejectedEvent(event.event_id, refused[event.event_id]))
-        elif event.event_id in inserted:
-            result.applied.append(event.event_id)
-        elif event.event_id in in_ledger:
-            result.duplicates.append(event.event_id)
-        else:
-            result.rejected.append(RejectedEvent(event.event_id, ProductNotFoundError(event.sku)))
-    return result
+            accepted.append(
+                NewStockEvent(
+                    event.event_id, level.id, event.delta, event.reason, event.occurred_at
+                )
+            )
+    return accepted, refused

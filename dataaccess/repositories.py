@@ -8,11 +8,13 @@ map and change tracking, which on a point read cost more than the query.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import bindparam, func, insert, select, text, update
+from sqlalchemy import Text, any_, bindparam, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from .models import Base, StockEvent
 from .records import CustomerRecord, OrderLineRecord, OrderRecord, ProductRecord
@@ -57,7 +59,9 @@ _UPDATE_PRODUCT = (
 )
 _LOCK_STOCK = (
     select(_products.c.sku, _products.c.id, _products.c.price_cents, _products.c.stock)
-    .where(_products.c.sku.in_(bindparam("skus", expanding=True)))
+    # = ANY(array): one bound parameter for any number of skus (an expanding IN
+    # would render and bind one parameter per sku, a thousand for a chunk of events).
+    .where(_products.c.sku == any_(bindparam("skus", type_=ARRAY(Text))))
     .order_by(_products.c.sku)
     # NO KEY UPDATE: what an UPDATE of non-key columns needs, and it does not
     # block the foreign-key checks of inserts that reference these rows.
@@ -136,9 +140,36 @@ _CANCEL_ORDER = (
 )
 
 _RECORDED = select(StockEvent.event_id).where(
-    StockEvent.event_id.in_(bindparam("ids", expanding=True))
+    StockEvent.event_id == any_(bindparam("ids", type_=ARRAY(Text)))
 )
-_FORGET = text("DELETE FROM stock_events WHERE event_id = ANY(CAST(:ids AS text[]))")
+# One round trip: insert the ledger rows (sorted by event id, so two transactions
+# wait on each other's keys in one order) and, only when every one of them was
+# inserted, move each product's stock by their sum. When some id was already
+# in the ledger, the caller's decisions counted a delta they should not have:
+# the stock is left alone (no CHECK can fail) and the caller rolls back.
+# Returns the inserted event ids.
+_RECORD_AND_APPLY = text(
+    """
+    WITH recorded AS (
+        INSERT INTO stock_events (event_id, product_id, delta, reason, occurred_at)
+        SELECT * FROM unnest(
+            CAST(:ids AS text[]), CAST(:product_ids AS bigint[]), CAST(:deltas AS integer[]),
+            CAST(:reasons AS text[]), CAST(:occurred AS timestamptz[])
+        ) AS e(event_id, product_id, delta, reason, occurred_at)
+        ORDER BY e.event_id
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING event_id, product_id, delta
+    ), moved AS (
+        UPDATE products AS p SET stock = p.stock + m.delta, updated_at = now()
+        FROM (
+            SELECT product_id, sum(delta) AS delta FROM recorded GROUP BY product_id
+        ) AS m
+        WHERE p.id = m.product_id AND m.delta <> 0
+          AND (SELECT count(*) FROM recorded) = cardinality(CAST(:ids AS text[]))
+    )
+    SELECT event_id FROM recorded
+    """
+)
 
 
 class CustomerRepository:
@@ -294,7 +325,17 @@ def _order(rows: Sequence[Sequence[Any]]) -> OrderRecord:
     )
 
 
+class NewStockEvent(NamedTuple):
+    event_id: str
+    product_id: int
+    delta: int
+    reason: str
+    occurred_at: dt.datetime
+
+
 class StockEventRepository:
+    """The idempotency ledger: rows are only ever added (the role may not delete them)."""
+
     def __init__(self, uow: UnitOfWork) -> None:
         self.uow = uow
 
@@ -304,7 +345,23 @@ class StockEventRepository:
             return set()
         return set(self.uow.connection.execute(_RECORDED, {"ids": list(event_ids)}).scalars())
 
-    def forget(self, event_ids: Sequence[str]) -> None:
-        """Remove ledger rows this transaction wrote for events it then rejected."""
-        if event_ids:
-            self.uow.connection.execute(_FORGET, {"ids": list(event_ids)})
+    def record_and_apply(self, events: Sequence[NewStockEvent]) -> set[str]:
+        """Add the events' ledger rows and their deltas to the stock, in one statement.
+
+        The caller holds the products' row locks. Returns the ids inserted. If
+        that is not all of them (some were in the ledger already), the stock is
+        not touched, and the caller must roll back.
+        """
+        if not events:
+            return set()
+        rows = self.uow.connection.execute(
+            _RECORD_AND_APPLY,
+            {
+                "ids": [e.event_id for e in events],
+                "product_ids": [e.product_id for e in events],
+                "deltas": [e.delta for e in events],
+                "reasons": [e.reason for e in events],
+                "occurred": [e.occurred_at for e in events],
+            },
+        )
+        return set(rows.scalars())

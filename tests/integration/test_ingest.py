@@ -7,11 +7,12 @@ import threading
 import uuid
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import select
 
 from dataaccess import services
 from dataaccess.errors import InsufficientStockError, InvalidRequestError, ProductNotFoundError
-from dataaccess.ingest import ingest_stock_events
+from dataaccess.ingest import IngestResult, LedgerRaceError, ingest_stock_events
 from dataaccess.models import StockEvent
 from dataaccess.services import StockEventIn
 
@@ -184,3 +185,79 @@ def test_concurrent_ingest_of_the_same_events_applies_each_once(db, skus):
     applied = [eid for r in results for eid in r.applied]
     assert sorted(applied) == sorted(e.event_id for e in events)
     assert stock(db, a) + stock(db, b) == 10 + 300
+
+
+def record_elsewhere(db, event_id: str, sku: str) -> None:
+    """Another transaction records `event_id` for `sku` and commits."""
+    with db.writer.begin() as conn:
+        conn.execute(_LEDGER_ROW, {"event_id": event_id, "sku": sku})
+
+
+_LEDGER_ROW = sa.text(
+    "INSERT INTO stock_events (event_id, product_id, delta, reason, occurred_at) "
+    "SELECT :event_id, id, 1, 'elsewhere', now() FROM products WHERE sku = :sku"
+)
+
+
+def test_an_id_recorded_by_another_transaction_mid_chunk_counts_as_a_duplicate(db, skus):
+    """The one race the product locks cannot order: the same event id with another SKU.
+
+    Another transaction records `race-1` for B while a chunk applies `race-1`
+    (+5) then `r2` (-13) for A, which holds 10: the chunk's insert waits for
+    that row, then skips it. `r2` only fitted because `race-1` was counted, so
+    the chunk must decide again, knowing the ledger, and refuse `r2`.
+    """
+    a, b = skus
+    other = db.writer.connect()
+    other.execute(_LEDGER_ROW, {"event_id": "race-1", "sku": b})
+    outcome: list[object] = []
+
+    def ingest() -> None:
+        try:
+            with db.unit_of_work() as uow:
+                events = [event(a, 5, "race-1"), event(a, -13, "r2")]
+                outcome.append(ingest_stock_events(uow, events))
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=ingest)
+    worker.start()
+    worker.join(timeout=1)
+    assert worker.is_alive(), "the chunk's insert should wait for the other transaction"
+    other.commit()
+    other.close()
+    worker.join(timeout=30)
+    (result,) = outcome
+    assert isinstance(result, IngestResult), result
+    assert (result.duplicates, result.applied) == (["race-1"], [])
+    assert [(r.event_id, type(r.error)) for r in result.rejected] == [
+        ("r2", InsufficientStockError)
+    ]
+    assert stock(db, a) == 10
+    assert "r2" not in ledger_ids(db)
+
+
+def fail_on_a_second_race(db, a: str, b: str) -> None:
+    record_elsewhere(db, "race-1", b)  # a redelivery: the chunk decides a second time
+    inserts: list[str] = []
+
+    def before_insert(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().startswith("WITH recorded AS"):
+            inserts.append(statement)
+            if len(inserts) == 2:  # the second decision read the ledger; now it changes
+                record_elsewhere(db, "race-2", b)
+
+    sa.event.listen(db.writer, "before_cursor_execute", before_insert)
+    try:
+        with db.unit_of_work() as uow:
+            ingest_stock_events(uow, [event(a, 5, "race-1"), event(a, 1, "race-2"), event(a, 2)])
+    finally:
+        sa.event.remove(db.writer, "before_cursor_execute", before_insert)
+
+
+def test_a_ledger_that_changes_again_under_the_second_decision_fails_the_chunk(db, skus):
+    a, b = skus
+    with pytest.raises(LedgerRaceError):
+        fail_on_a_second_race(db, a, b)
+    assert stock(db, a) == 10
+    assert "race-2" in ledger_ids(db)  # the other transaction's row, not ours
