@@ -122,13 +122,12 @@ def run(bdb: BenchDB, sizes: Sizes) -> Row:
             f"{DEFAULT_CHUNK_SIZE}, one commit per chunk, {DUPLICATE_SHARE:.0%} redelivered "
             "duplicates; events spread over "
             f"{PRODUCTS} products.",
-            "ours: `dataaccess.ingest.ingest_stock_events`, per chunk: the chunk's products "
-            "locked FOR NO KEY UPDATE in sku order (reading their stock), then the ledger read "
-            "for the chunk's ids, then the events decided in Python on the locked stock (an "
-            "unknown SKU or a stock that would go below zero rejects that event alone), then "
-            "one statement that inserts the accepted ledger rows (INSERT ... SELECT FROM "
-            "unnest ... ON CONFLICT DO NOTHING RETURNING) and moves the stock by what it "
-            "inserted; the ledger is append-only.",
+            "ours: `dataaccess.ingest.ingest_stock_events`, per chunk, when every event fits "
+            "and none is in the ledger yet (as here): one statement locks the chunk's products "
+            "FOR NO KEY UPDATE in sku order, replays each product's events on the locked "
+            "stock (a running sum), inserts the ledger rows (ON CONFLICT DO NOTHING) and "
+            "moves the stock; otherwise the events are decided in Python (an unknown SKU or "
+            "a stock out of range rejects that event alone). The ledger is append-only.",
             "baseline: psycopg2 execute_values INSERT ... SELECT FROM (VALUES ...) JOIN products "
             "ON CONFLICT DO NOTHING RETURNING, then one execute_values UPDATE with the net "
             "delta per product (a negative stock would fail the whole chunk on the CHECK).",

@@ -84,8 +84,9 @@ HISTORY = {
         1.01,
         "the chunk's products locked in sku order (the order every writer of stock uses), "
         "events decided on the locked stock, one statement records the ledger rows and "
-        "moves the stock; then (after a3512c8) the ledger read before the insert, so "
-        "the ledger is append-only and the application role has no DELETE on it",
+        "moves the stock; then (after a3512c8) the whole chunk in one statement when every "
+        "event fits, decided before any ledger row is written, so the ledger is "
+        "append-only and the application role has no DELETE on it",
     ),
     "B4": (
         1.30,

@@ -12,17 +12,20 @@ The same exactly-once rules, a chunk at a time instead of an event at a time:
   rejection never fails the rest of the batch, so an SQS consumer can report
   just the rejected ids as partial batch failures.
 
-Per chunk, three statements and a commit. The first locks the chunk's products
-FOR NO KEY UPDATE in sku order (the order `place_order` locks in, so orders and
-ingests queue instead of deadlocking) and reads their stock. The second reads
-which event ids the ledger already holds; it runs after the locks are granted,
-so it sees any ledger row of a transaction it waited for (another delivery of
-the same event locks the same product). With the locked stock in hand, each
-product's new events are replayed in batch order in Python: those that would
-take stock below zero (or past the column's range) are rejected. The third
-statement inserts the accepted events' ledger rows and moves the stock by what
-it inserted. Nothing is ever deleted: the ledger is append-only, and the
-application role has no DELETE on it.
+Per chunk, in the common case, one statement and a commit: it locks the
+chunk's products FOR NO KEY UPDATE in sku order (the order `place_order` locks
+in, so orders and ingests queue instead of deadlocking), replays each
+product's events in batch order on the locked stock, and, when every event fits
+(a known SKU, a stock within range at every step), inserts the ledger rows and
+moves the stock. When some event does not fit, the locked stock comes back, the
+events are replayed in Python (those that would take the stock below zero or
+past the column's range are rejected) and the rest recorded by a second
+statement. When an insert finds an id the ledger already holds (a
+redelivery), the stock is left alone, the chunk is rolled back, and it is
+decided again with the ledger read after the locks: that read sees any ledger
+row of a transaction it waited for, since another delivery of the same event
+locks the same product. Nothing is ever deleted: the ledger is append-only,
+and the application role has no DELETE on it.
 """
 
 from __future__ import annotations
@@ -133,17 +136,23 @@ class LedgerRaceError(RuntimeError):
 def _ingest_chunk(uow: UnitOfWork, chunk: Sequence[StockEventIn]) -> IngestResult:
     """One transaction: lock the products, decide, record and apply what fits.
 
-    Optimistic: the events are first decided as if none were in the ledger yet.
-    When the insert finds some that were (redeliveries), their deltas must not
-    have counted in the replay, so the chunk is undone and decided again with
+    The common case is one statement: every event fits and none is in the
+    ledger yet. When some event does not fit, the locked stock comes back and
+    the events are replayed here, then the ones that fit are recorded. When the
+    insert finds ids already in the ledger (redeliveries), their deltas must
+    not have counted in the replay: the chunk is undone and decided again with
     the ledger read after the locks.
     """
-    skus = list({e.sku for e in chunk})
-    accepted, refused = _decide(chunk, uow.products.lock_stock(skus), in_ledger=set())
-    inserted = uow.stock_events.record_and_apply(accepted)
-    if len(inserted) != len(accepted):
+    levels, inserted = uow.stock_events.apply_if_all_fit(chunk)
+    refused: dict[str, DomainError] = {}
+    expected = len(chunk)
+    if not inserted:  # some event did not fit (or every one was in the ledger)
+        accepted, refused = _decide(chunk, levels, in_ledger=set())
+        inserted = uow.stock_events.record_and_apply(accepted)
+        expected = len(accepted)
+    if len(inserted) != expected:
         uow.rollback()
-        levels = uow.products.lock_stock(skus)
+        levels = uow.products.lock_stock(list({e.sku for e in chunk}))
         in_ledger = uow.stock_events.recorded([e.event_id for e in chunk])
         accepted, refused = _decide(chunk, levels, in_ledger)
         inserted = uow.stock_events.record_and_apply(accepted)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from sqlalchemy import Text, any_, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from .models import Base, StockEvent
+from .models import MAX_INT32, Base, StockEvent
 from .records import CustomerRecord, OrderLineRecord, OrderRecord, ProductRecord
 
 if TYPE_CHECKING:
@@ -325,12 +325,73 @@ def _order(rows: Sequence[Sequence[Any]]) -> OrderRecord:
     )
 
 
+class IncomingStockEvent(Protocol):
+    """What `apply_if_all_fit` reads of an event (`ingest.StockEventIn` has it)."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def sku(self) -> str: ...
+    @property
+    def delta(self) -> int: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def occurred_at(self) -> dt.datetime: ...
+
+
 class NewStockEvent(NamedTuple):
     event_id: str
     product_id: int
     delta: int
     reason: str
     occurred_at: dt.datetime
+
+
+# The common case in one round trip: lock the chunk's products FOR NO KEY UPDATE
+# in sku order, replay each product's events in batch order on the locked stock
+# (a running sum per product), and only when every event fits (known SKU, stock
+# within 0..MAX_INT32 at every step) insert all ledger rows and move the stock,
+# the latter only when every row was inserted. Returns the locked products
+# (sku, id, price, stock, NULL) and the inserted ids (NULLs, then event_id).
+_APPLY_IF_ALL_FIT = text(
+    """
+    WITH locked AS (
+        SELECT id, sku, price_cents, stock FROM products
+        WHERE sku = ANY(CAST(:skus AS text[]))
+        ORDER BY sku
+        FOR NO KEY UPDATE
+    ), event AS (
+        SELECT e.event_id, l.id AS product_id, e.delta, e.reason, e.occurred_at,
+               l.stock + sum(e.delta) OVER (PARTITION BY e.sku ORDER BY e.n) AS running
+        FROM unnest(
+            CAST(:ids AS text[]), CAST(:event_skus AS text[]), CAST(:deltas AS integer[]),
+            CAST(:reasons AS text[]), CAST(:occurred AS timestamptz[])
+        ) WITH ORDINALITY AS e(event_id, sku, delta, reason, occurred_at, n)
+        LEFT JOIN locked AS l ON l.sku = e.sku
+    ), verdict AS (
+        SELECT bool_and(product_id IS NOT NULL AND running BETWEEN 0 AND :max_stock) AS fits
+        FROM event
+    ), recorded AS (
+        INSERT INTO stock_events (event_id, product_id, delta, reason, occurred_at)
+        SELECT event_id, product_id, delta, reason, occurred_at
+        FROM event, verdict WHERE verdict.fits
+        ORDER BY event_id
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING event_id, product_id, delta
+    ), moved AS (
+        UPDATE products AS p SET stock = p.stock + m.delta, updated_at = now()
+        FROM (
+            SELECT product_id, sum(delta) AS delta FROM recorded GROUP BY product_id
+        ) AS m
+        WHERE p.id = m.product_id AND m.delta <> 0
+          AND (SELECT count(*) FROM recorded) = cardinality(CAST(:ids AS text[]))
+    )
+    SELECT CAST(sku AS text), id, price_cents, stock, CAST(NULL AS text) FROM locked
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL, event_id FROM recorded
+    """
+)
 
 
 class StockEventRepository:
@@ -344,6 +405,33 @@ class StockEventRepository:
         if not event_ids:
             return set()
         return set(self.uow.connection.execute(_RECORDED, {"ids": list(event_ids)}).scalars())
+
+    def apply_if_all_fit(
+        self, events: Sequence[IncomingStockEvent]
+    ) -> tuple[dict[str, StockLevel], set[str]]:
+        """Lock the events' products and, when every event fits, record and apply them all.
+
+        One statement. Returns the locked stock by sku and the ids inserted: all
+        of them when everything fitted and none was in the ledger; none when
+        some event did not fit (the stock is then the caller's to replay). When
+        some ids were in the ledger already, the stock is not touched and the
+        caller must roll back.
+        """
+        rows = self.uow.connection.execute(
+            _APPLY_IF_ALL_FIT,
+            {
+                "skus": sorted({e.sku for e in events}),
+                "ids": [e.event_id for e in events],
+                "event_skus": [e.sku for e in events],
+                "deltas": [e.delta for e in events],
+                "reasons": [e.reason for e in events],
+                "occurred": [e.occurred_at for e in events],
+                "max_stock": MAX_INT32,
+            },
+        ).all()
+        levels = {row[0]: StockLevel(*row[1:4]) for row in rows if row[0] is not None}
+        inserted = {row[4] for row in rows if row[4] is not None}
+        return levels, inserted
 
     def record_and_apply(self, events: Sequence[NewStockEvent]) -> set[str]:
         """Add the events' ledger rows and their deltas to the stock, in one statement.

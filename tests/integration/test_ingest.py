@@ -239,13 +239,14 @@ def test_an_id_recorded_by_another_transaction_mid_chunk_counts_as_a_duplicate(d
 
 def fail_on_a_second_race(db, a: str, b: str) -> None:
     record_elsewhere(db, "race-1", b)  # a redelivery: the chunk decides a second time
-    inserts: list[str] = []
+    ledger_read: list[str] = []
 
     def before_insert(conn, cursor, statement, parameters, context, executemany) -> None:
-        if statement.lstrip().startswith("WITH recorded AS"):
-            inserts.append(statement)
-            if len(inserts) == 2:  # the second decision read the ledger; now it changes
-                record_elsewhere(db, "race-2", b)
+        if statement.startswith("SELECT stock_events.event_id"):
+            ledger_read.append(statement)
+        elif statement.lstrip().startswith("WITH recorded AS") and ledger_read:
+            # The second decision read the ledger; now it changes under it.
+            record_elsewhere(db, "race-2", b)
 
     sa.event.listen(db.writer, "before_cursor_execute", before_insert)
     try:
