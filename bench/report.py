@@ -103,8 +103,8 @@ HISTORY = {
         "request model skip SpecTree's second validation of the response they built; the "
         "request log builds its fields only when it writes them; gunicorn's config "
         "freezes each worker's loaded objects for the garbage collector (`gc.freeze()`, "
-        "on both sides). With all of these, five runs on this machine measured 0.77 to "
-        "0.83: the goal's edge, not a margin",
+        "on both sides). With all of these, seven runs on this machine measured 0.75 to "
+        "0.83 (median 0.79): at the goal's edge, and below it as often as not",
     ),
     "B6": (
         1.20,
