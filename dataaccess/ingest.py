@@ -30,25 +30,16 @@ and the application role has no DELETE on it.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .errors import DomainError, InsufficientStockError, InvalidRequestError, ProductNotFoundError
 from .models import MAX_INT32
+from .records import StockEventIn as StockEventIn
 from .repositories import NewStockEvent, StockLevel
 from .uow import UnitOfWork
 
 DEFAULT_CHUNK_SIZE = 1000
-
-
-@dataclass(frozen=True)
-class StockEventIn:
-    event_id: str
-    sku: str
-    delta: int
-    reason: str
-    occurred_at: dt.datetime
 
 
 @dataclass(frozen=True)

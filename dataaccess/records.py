@@ -1,4 +1,4 @@
-"""What the repositories return: frozen, typed rows, detached from any connection.
+"""The values the repositories take and return: frozen, typed, detached from any connection.
 
 The models in `models.py` define the schema; these are the values the
 services hand to Flask views and Lambda handlers. A record is built straight
@@ -52,3 +52,14 @@ class OrderRecord:
     created_at: dt.datetime
     cancelled_at: dt.datetime | None
     lines: tuple[OrderLineRecord, ...]  # in the order they were placed
+
+
+@dataclass(frozen=True)
+class StockEventIn:
+    """A stock movement to apply once (an SQS record's body, once validated)."""
+
+    event_id: str
+    sku: str
+    delta: int
+    reason: str
+    occurred_at: dt.datetime

@@ -11,13 +11,19 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import Text, any_, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from .models import MAX_INT32, Base, StockEvent
-from .records import CustomerRecord, OrderLineRecord, OrderRecord, ProductRecord
+from .records import (
+    CustomerRecord,
+    OrderLineRecord,
+    OrderRecord,
+    ProductRecord,
+    StockEventIn,
+)
 
 if TYPE_CHECKING:
     from .uow import UnitOfWork
@@ -142,21 +148,18 @@ _CANCEL_ORDER = (
 _RECORDED = select(StockEvent.event_id).where(
     StockEvent.event_id == any_(bindparam("ids", type_=ARRAY(Text)))
 )
-# One round trip: insert the ledger rows (sorted by event id, so two transactions
-# wait on each other's keys in one order) and, only when every one of them was
-# inserted, move each product's stock by their sum. When some id was already
-# in the ledger, the caller's decisions counted a delta they should not have:
-# the stock is left alone (no CHECK can fail) and the caller rolls back.
-# Returns the inserted event ids.
-_RECORD_AND_APPLY = text(
-    """
-    WITH recorded AS (
+# The tail of both ingest statements, after a CTE `accepted` of (event_id,
+# product_id, delta, reason, occurred_at): insert the ledger rows (sorted by
+# event id, so two transactions wait on each other's keys in one order) and,
+# only when every one of them was inserted, move each product's stock by their
+# sum. When some id was already in the ledger, the caller's decisions counted a
+# delta they should not have: the stock is left alone (no CHECK can fail) and
+# the caller rolls back.
+_RECORD_ACCEPTED = """
+    recorded AS (
         INSERT INTO stock_events (event_id, product_id, delta, reason, occurred_at)
-        SELECT * FROM unnest(
-            CAST(:ids AS text[]), CAST(:product_ids AS bigint[]), CAST(:deltas AS integer[]),
-            CAST(:reasons AS text[]), CAST(:occurred AS timestamptz[])
-        ) AS e(event_id, product_id, delta, reason, occurred_at)
-        ORDER BY e.event_id
+        SELECT event_id, product_id, delta, reason, occurred_at FROM accepted
+        ORDER BY event_id
         ON CONFLICT (event_id) DO NOTHING
         RETURNING event_id, product_id, delta
     ), moved AS (
@@ -167,6 +170,19 @@ _RECORD_AND_APPLY = text(
         WHERE p.id = m.product_id AND m.delta <> 0
           AND (SELECT count(*) FROM recorded) = cardinality(CAST(:ids AS text[]))
     )
+"""
+# Events already decided (by the caller, on locked stock): one round trip.
+# Returns the inserted event ids.
+_RECORD_AND_APPLY = text(
+    """
+    WITH accepted AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS text[]), CAST(:product_ids AS bigint[]), CAST(:deltas AS integer[]),
+            CAST(:reasons AS text[]), CAST(:occurred AS timestamptz[])
+        ) AS e(event_id, product_id, delta, reason, occurred_at)
+    ),"""
+    + _RECORD_ACCEPTED
+    + """
     SELECT event_id FROM recorded
     """
 )
@@ -325,21 +341,6 @@ def _order(rows: Sequence[Sequence[Any]]) -> OrderRecord:
     )
 
 
-class IncomingStockEvent(Protocol):
-    """What `apply_if_all_fit` reads of an event (`ingest.StockEventIn` has it)."""
-
-    @property
-    def event_id(self) -> str: ...
-    @property
-    def sku(self) -> str: ...
-    @property
-    def delta(self) -> int: ...
-    @property
-    def reason(self) -> str: ...
-    @property
-    def occurred_at(self) -> dt.datetime: ...
-
-
 class NewStockEvent(NamedTuple):
     event_id: str
     product_id: int
@@ -372,21 +373,12 @@ _APPLY_IF_ALL_FIT = text(
     ), verdict AS (
         SELECT bool_and(product_id IS NOT NULL AND running BETWEEN 0 AND :max_stock) AS fits
         FROM event
-    ), recorded AS (
-        INSERT INTO stock_events (event_id, product_id, delta, reason, occurred_at)
+    ), accepted AS (
         SELECT event_id, product_id, delta, reason, occurred_at
         FROM event, verdict WHERE verdict.fits
-        ORDER BY event_id
-        ON CONFLICT (event_id) DO NOTHING
-        RETURNING event_id, product_id, delta
-    ), moved AS (
-        UPDATE products AS p SET stock = p.stock + m.delta, updated_at = now()
-        FROM (
-            SELECT product_id, sum(delta) AS delta FROM recorded GROUP BY product_id
-        ) AS m
-        WHERE p.id = m.product_id AND m.delta <> 0
-          AND (SELECT count(*) FROM recorded) = cardinality(CAST(:ids AS text[]))
-    )
+    ),"""
+    + _RECORD_ACCEPTED
+    + """
     SELECT CAST(sku AS text), id, price_cents, stock, CAST(NULL AS text) FROM locked
     UNION ALL
     SELECT NULL, NULL, NULL, NULL, event_id FROM recorded
@@ -407,7 +399,7 @@ class StockEventRepository:
         return set(self.uow.connection.execute(_RECORDED, {"ids": list(event_ids)}).scalars())
 
     def apply_if_all_fit(
-        self, events: Sequence[IncomingStockEvent]
+        self, events: Sequence[StockEventIn]
     ) -> tuple[dict[str, StockLevel], set[str]]:
         """Lock the events' products and, when every event fits, record and apply them all.
 
@@ -420,7 +412,7 @@ class StockEventRepository:
         rows = self.uow.connection.execute(
             _APPLY_IF_ALL_FIT,
             {
-                "skus": sorted({e.sku for e in events}),
+                "skus": list({e.sku for e in events}),
                 "ids": [e.event_id for e in events],
                 "event_skus": [e.sku for e in events],
                 "deltas": [e.delta for e in events],

@@ -244,7 +244,7 @@ def fail_on_a_second_race(db, a: str, b: str) -> None:
     def before_insert(conn, cursor, statement, parameters, context, executemany) -> None:
         if statement.startswith("SELECT stock_events.event_id"):
             ledger_read.append(statement)
-        elif statement.lstrip().startswith("WITH recorded AS") and ledger_read:
+        elif statement.lstrip().startswith("WITH accepted AS") and ledger_read:
             # The second decision read the ledger; now it changes under it.
             record_elsewhere(db, "race-2", b)
 
