@@ -10,7 +10,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -19,20 +18,13 @@ import boto3
 from moto import mock_aws
 
 from dataaccess.ingest import ingest_stock_events
+from scripts.invoke_local import LocalContext
 
 from .harness import PRODUCTS, BenchDB, Row, Sizes, alternate, median, rng, sku, timed
 
 REPO = Path(__file__).resolve().parent.parent
 REGION = "eu-west-1"
 RECORDS = 10
-
-
-@dataclass
-class FakeContext:
-    function_name: str = "stock-events"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:stock-events"
-    aws_request_id: str = "bench"
 
 
 def sqs_event(prefix: str, n: int) -> dict[str, Any]:
@@ -126,7 +118,7 @@ def cold_import(module: str, paths: list[str], times: int) -> float:
 
 
 def run(bdb: BenchDB, sizes: Sizes) -> Row:
-    context = FakeContext()
+    context = LocalContext()
     with mock_aws():
         secret_id = "bench/db"  # noqa: S105 (a name, not a secret)
         boto3.client("secretsmanager", region_name=REGION).create_secret(

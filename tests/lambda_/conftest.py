@@ -12,13 +12,14 @@ from types import ModuleType
 import pytest
 
 from dataaccess import Database, Settings, services
-from tests.lambda_.helpers import SEEDED_STOCK, FakeLambdaContext, lambda_env, load_handler_module
+from scripts.invoke_local import LocalContext
+from tests.lambda_.helpers import SEEDED_STOCK, lambda_env, load_handler_module
 
 
 @pytest.fixture
-def lambda_context() -> FakeLambdaContext:
+def lambda_context() -> LocalContext:
     """A fake LambdaContext."""
-    return FakeLambdaContext()
+    return LocalContext()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Helpers for the Lambda tests: a fake context, recorded events, fresh handler modules."""
+"""Helpers for the Lambda tests: recorded events, fresh handler modules."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import importlib.util
 import json
 import secrets
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -20,22 +19,6 @@ HANDLER_PATH = REPO / "lambda" / "handler.py"
 EVENTS = REPO / "tests" / "events"
 # The products the recorded SQS batch moves (SKU-NOPE stays unknown on purpose).
 SEEDED_STOCK = {"SKU-RED": 5, "SKU-BLUE": 5}
-
-
-@dataclass
-class FakeLambdaContext:
-    """What Powertools reads from the real LambdaContext."""
-
-    function_name: str = "stock-events-test"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = "arn:aws:lambda:eu-west-1:123456789012:function:stock-events-test"
-    aws_request_id: str = "52fdfc07-2182-454f-963f-5f0f9a621d72"
-    function_version: str = "$LATEST"
-    log_group_name: str = "/aws/lambda/stock-events-test"
-    log_stream_name: str = "2024/06/03/[$LATEST]abcdef"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
 
 
 def load_event(name: str) -> dict[str, Any]:
