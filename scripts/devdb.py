@@ -4,6 +4,7 @@ local cluster, Alembic upgrades from Python, and login passwords for local roles
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import sqlalchemy as sa
 from alembic import command
@@ -31,6 +32,26 @@ def local_settings(
             "DB_SSLMODE": "disable",
             **env,
         }
+    )
+
+
+class Server(Protocol):
+    """A running local cluster: scripts.localpg.LocalPostgres, or the tests' Cluster."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+
+
+def superuser_settings(server: Server, dbname: str) -> Settings:
+    """Settings for `dbname` on `server` as its superuser (the migration user)."""
+    return local_settings(
+        host=server.host,
+        port=server.port,
+        dbname=dbname,
+        user=server.user,
+        password=server.password,
     )
 
 

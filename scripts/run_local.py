@@ -29,7 +29,7 @@ from psycopg2 import sql
 
 from dataaccess import Database, Settings, services
 from dataaccess.errors import AlreadyExistsError
-from scripts.devdb import APP_ROLE, local_settings, migrate, set_password
+from scripts.devdb import APP_ROLE, migrate, set_password, superuser_settings
 from scripts.localpg import LocalPostgres, free_port, tls_env, usable_root
 
 REPO = Path(__file__).resolve().parent.parent
@@ -98,13 +98,7 @@ def provision(
     Returns the admin (migration) settings and the app role's password.
     """
     ensure_database(cluster, name)
-    admin = local_settings(
-        host=cluster.host,
-        port=cluster.port,
-        dbname=name,
-        user=cluster.user,
-        password=cluster.password,
-    )
+    admin = superuser_settings(cluster, name)
     migrate(admin)
     seed(admin, customers=customers, products=products)
     password = secrets.token_urlsafe(18)

@@ -15,7 +15,7 @@ from psycopg import Connection
 from pytest_postgresql import factories
 
 from dataaccess import Database, Settings
-from scripts.devdb import APP_ROLE, local_settings, migrate, set_password
+from scripts.devdb import APP_ROLE, local_settings, migrate, set_password, superuser_settings
 from scripts.localpg import LocalPostgres, free_port, usable_root
 
 TEST_DB = "dataaccess_test"
@@ -70,13 +70,7 @@ postgresql = factories.postgresql("postgresql_migrated")
 @pytest.fixture
 def admin_settings(postgresql: Connection, pg_cluster: Cluster) -> Settings:
     """Settings for this test's fresh database as the superuser (the migration user)."""
-    return local_settings(
-        host=pg_cluster.host,
-        port=pg_cluster.port,
-        dbname=postgresql.info.dbname,
-        user=pg_cluster.user,
-        password=pg_cluster.password,
-    )
+    return superuser_settings(pg_cluster, postgresql.info.dbname)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from alembic.script import ScriptDirectory
 
 from dataaccess import create_engine
 from dataaccess.models import Base
-from scripts.devdb import alembic_config, local_settings
+from scripts.devdb import alembic_config, local_settings, superuser_settings
 
 
 @pytest.fixture
@@ -30,13 +30,7 @@ def empty_db(pg_cluster):
     }
     with psycopg.connect(**dsn) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    settings = local_settings(
-        host=pg_cluster.host,
-        port=pg_cluster.port,
-        dbname=name,
-        user=pg_cluster.user,
-        password=pg_cluster.password,
-    )
+    settings = superuser_settings(pg_cluster, name)
     engine = create_engine(settings, poolclass=sa.NullPool)
     yield engine, f"{name}_iam"
     engine.dispose()
