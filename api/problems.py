@@ -11,6 +11,7 @@ from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
 from dataaccess import errors
+from dataaccess.resilience import is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,6 @@ _DOMAIN: tuple[tuple[type[errors.DomainError], int, str, str], ...] = (
     (errors.NotFoundError, 404, "not-found", "Not found"),
     (errors.InvalidRequestError, 422, "invalid-request", "Invalid request"),
 )
-# The database could not be reached or did not answer in time: worth a retry.
-_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 
 
 def problem_type(slug: str) -> str:
@@ -94,7 +93,7 @@ def _domain(exc: errors.DomainError) -> Response:
         if isinstance(exc, error_type):
             extra = {"sku": exc.sku} if isinstance(exc, errors.InsufficientStockError) else {}
             return problem(status, problem_type(slug), title, str(exc), **extra)
-    return _unexpected(exc)
+    return _other_error(exc)
 
 
 def _unavailable(exc: Exception) -> Response:
@@ -119,7 +118,15 @@ def _data_error(exc: sa_exc.DataError) -> Response:
     )
 
 
-def _unexpected(exc: Exception) -> Response:
+def _other_error(exc: Exception) -> Response:
+    """Everything without a handler of its own: unavailable (503), bad data (422), else 500."""
+    # The database (or its credential source) is unreachable, timed out, or no
+    # longer a writer (a failover): dataaccess.resilience decides, by type and
+    # SQLSTATE. A 503 with Retry-After tells the client to try again.
+    if is_unavailable(exc):
+        return _unavailable(exc)
+    if isinstance(exc, sa_exc.DataError):
+        return _data_error(exc)
     if isinstance(exc, sa_exc.StatementError):
         # Not log.exception: the message and traceback locals hold SQL parameters.
         log.error("unexpected database error: %s", type(exc.orig or exc).__name__)
@@ -135,7 +142,4 @@ def register(app: Flask) -> None:
     app.register_error_handler(RequestValidationError, _validation)
     app.register_error_handler(HTTPException, _http)
     app.register_error_handler(errors.DomainError, _domain)
-    for error_type in _UNAVAILABLE:
-        app.register_error_handler(error_type, _unavailable)
-    app.register_error_handler(sa_exc.DataError, _data_error)
-    app.register_error_handler(Exception, _unexpected)
+    app.register_error_handler(Exception, _other_error)

@@ -52,6 +52,11 @@ class CredentialProvider(Protocol):
         """Forget the cached credential: the server refused it."""
         ...
 
+    @property
+    def rotates(self) -> bool:
+        """True when a refused fresh value may be accepted soon (a rotation in progress)."""
+        ...
+
 
 class StaticPasswordProvider:
     """A fixed user and password, for local development and tests."""
@@ -65,9 +70,19 @@ class StaticPasswordProvider:
     def invalidate(self) -> None:
         """Nothing to refresh: a static password is what it is."""
 
+    rotates = False
+
 
 class IamTokenProvider:
-    """RDS IAM authentication tokens, minted with boto3 and reused until near expiry."""
+    """RDS IAM authentication tokens, minted with boto3 and reused until near expiry.
+
+    A token dies at the earlier of 15 minutes after signing and the expiry of the
+    temporary AWS credentials that signed it (an ECS task role's, an assumed
+    role's): a presigned request is only as valid as its signer. So a token is
+    reused until a minute before the earlier of the two.
+    """
+
+    rotates = False
 
     def __init__(
         self,
@@ -77,28 +92,37 @@ class IamTokenProvider:
         user: str,
         region: str,
         client: RDSClient | None = None,
+        credential_expiry: Callable[[], float | None] | None = None,
         clock: Clock = time.time,
         lifetime: float = IAM_TOKEN_LIFETIME,
         refresh_margin: float = IAM_TOKEN_REFRESH_MARGIN,
     ) -> None:
         self.host, self.port, self.user, self.region = host, port, user, region
         self._client = client
+        self._session: boto3.session.Session | None = None
+        self._credential_expiry = credential_expiry or self._session_credential_expiry
         self._clock = clock
-        self._reuse_for = lifetime - refresh_margin
+        self._lifetime = lifetime
+        self._margin = refresh_margin
         self._lock = threading.Lock()
         self._token: str | None = None
-        self._minted_at = 0.0
+        self._reuse_until = 0.0
         self.minted = 0  # tokens minted so far; tests and benchmarks read it
 
     def get(self) -> Credential:
         with self._lock:
             now = self._clock()
-            if self._token is not None and now - self._minted_at < self._reuse_for:
+            if self._token is not None and now < self._reuse_until:
                 return Credential(self.user, self._token, cached=True)
-            self._token = self._rds().generate_db_auth_token(
+            client = self._rds()
+            signer_expiry = self._credential_expiry()
+            self._token = client.generate_db_auth_token(
                 DBHostname=self.host, Port=self.port, DBUsername=self.user, Region=self.region
             )
-            self._minted_at = now
+            expires = now + self._lifetime
+            if signer_expiry is not None:
+                expires = min(expires, signer_expiry)
+            self._reuse_until = expires - self._margin
             self.minted += 1
             return Credential(self.user, self._token)
 
@@ -110,12 +134,33 @@ class IamTokenProvider:
         # Created lazily: building a boto3 client costs tens of milliseconds of
         # cold start, and a Lambda that never connects should not pay it.
         if self._client is None:
-            self._client = boto3.client("rds", region_name=self.region)
+            self._session = boto3.session.Session(region_name=self.region)
+            self._client = self._session.client("rds")
         return self._client
+
+    def _session_credential_expiry(self) -> float | None:
+        """When the credentials signing our tokens expire (epoch seconds), if they do.
+
+        botocore's refreshable credentials (container, instance, assumed-role and
+        SSO providers) refresh themselves when read and keep their expiry in
+        `_expiry_time`, which has no public accessor. Static keys, and Lambda's
+        environment credentials, carry none: the token's 15 minutes bound it.
+        """
+        session = self._session or boto3.session.Session(region_name=self.region)
+        credentials = session.get_credentials()
+        if credentials is None:
+            return None
+        credentials.get_frozen_credentials()  # refreshes when near expiry
+        expiry = getattr(credentials, "_expiry_time", None)
+        return expiry.timestamp() if expiry is not None else None
 
 
 class SecretsManagerProvider:
     """A JSON secret ({"username", "password", ...}) from Secrets Manager, cached with a TTL."""
+
+    # During a rotation the server takes the new password before the secret's
+    # AWSCURRENT version names it: a refused fresh value is worth re-reading.
+    rotates = True
 
     def __init__(
         self,

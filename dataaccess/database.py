@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,6 +15,15 @@ from .engine import create_engine
 from .settings import Settings
 from .uow import UnitOfWork
 
+log = logging.getLogger(__name__)
+
+# After the reader endpoint fails to connect, read-only work goes to the writer
+# for this long before the reader is tried again: one failed connect per period,
+# not one per request. Long enough to ride out a replica's replacement (Aurora
+# repoints the reader endpoint within seconds), short enough to spread reads
+# back soon after.
+READER_COOLDOWN_SECONDS = 10.0
+
 
 class Database:
     """Holds the engines for one process: build once, share, `dispose()` at shutdown."""
@@ -19,6 +31,8 @@ class Database:
     def __init__(self, writer: Engine, reader: Engine | None = None) -> None:
         self.writer = writer
         self.reader = reader
+        self._reader_down_until = 0.0
+        self._lock = threading.Lock()
         for engine in {writer, reader or writer}:
             sa.event.listen(engine, "checkin", _end_read_only)
 
@@ -40,15 +54,35 @@ class Database:
         return cls(writer, reader)
 
     def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
-        """A unit of work on the writer, or a READ ONLY one on the reader (writer if none)."""
-        if read_only:
-            return UnitOfWork(self.reader or self.writer, read_only=True)
-        return UnitOfWork(self.writer)
+        """A unit of work on the writer, or a READ ONLY one on the reader (writer if none).
+
+        A reader that cannot be reached sends read-only work to the writer (still
+        READ ONLY) for READER_COOLDOWN_SECONDS: reads keep working through a
+        replica's replacement, and the writer can serve them. Writes never go to
+        the reader.
+        """
+        if not read_only:
+            return UnitOfWork(self.writer)
+        if self.reader is None or time.monotonic() < self._reader_down_until:
+            return UnitOfWork(self.writer, read_only=True)
+        return UnitOfWork(
+            self.reader, read_only=True, fallback=self.writer, on_fallback=self._reader_failed
+        )
+
+    def _reader_failed(self, exc: BaseException) -> None:
+        with self._lock:
+            self._reader_down_until = time.monotonic() + READER_COOLDOWN_SECONDS
+        log.warning(
+            "reader unreachable (%s); reading from the writer for %.0f s",
+            type(exc).__name__,
+            READER_COOLDOWN_SECONDS,
+        )
 
     def ping(self, *, read_only: bool = False) -> None:
-        """Raise unless the database answers a trivial query."""
-        with self.unit_of_work(read_only=read_only) as uow:
-            uow.connection.execute(sa.text("SELECT 1"))
+        """Raise unless the database answers a trivial query (the reader itself when asked)."""
+        engine = (self.reader or self.writer) if read_only else self.writer
+        with UnitOfWork(engine, read_only=read_only) as uow:
+            uow.execute(sa.text("SELECT 1"))
 
     def dispose(self) -> None:
         """Close every pooled connection (process shutdown, or after a fork)."""

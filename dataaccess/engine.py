@@ -1,10 +1,15 @@
-"""The engine factory: the one place credentials enter a connection.
+"""The engine factory: the one place credentials enter a connection, and where
+each connection-level failure of the failure model is handled.
 
 Credentials are looked up per new physical connection in SQLAlchemy's
 `do_connect` event, so they are never part of the URL, never in the pool's
-repr and never logged. A login refused with a cached credential invalidates
-it and retries exactly once, which covers an expired IAM token and a rotated
-secret without a failed request.
+repr and never logged. That hook also owns connect retries: a login refused
+with a cached credential invalidates it and retries at once; a refused fresh
+secret (a rotation in progress) and a transient failure (restart, failover,
+resume from 0 ACU) are retried with full-jitter backoff until the connect
+budget runs out. The writer's connections insist on a read-write server
+(`target_session_attrs`), and an error that says the writer is gone
+invalidates the whole pool (`handle_error`).
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ from typing import Any
 
 import psycopg2
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy.engine import URL, Engine, ExceptionContext
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from . import timeouts
 from .credentials import CredentialProvider, provider_for
+from .resilience import backoff_delays, deadline_after, is_transient_connect_error, writer_gone
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,6 +34,8 @@ log = logging.getLogger(__name__)
 # client before the session exists), so these fragments are all there is.
 # "PAM authentication failed" is what RDS says to a stale IAM token.
 _AUTH_FAILURES = ("password authentication failed", "PAM authentication failed")
+# libpq's own floor for connect_timeout.
+_MIN_CONNECT_TIMEOUT = 2.0
 
 
 def is_auth_failure(exc: BaseException) -> bool:
@@ -46,9 +55,12 @@ def create_engine(
     """Build an engine for `host` (default: the writer) that logs in through `credentials`.
 
     Without `credentials`, the provider is chosen by `settings.auth`; pass one to
-    share a cache between engines or to inject a test double.
+    share a cache between engines or to inject a test double. An engine for any
+    host but the writer (the reader endpoint) accepts read-only servers and does
+    not retry connects: read-only work falls back to the writer instead.
     """
     host = host or settings.host
+    is_writer = host == settings.host
     if credentials is None:
         credentials = provider_for(settings, host)
     url = URL.create("postgresql+psycopg2", host=host, port=settings.port, database=settings.name)
@@ -59,7 +71,19 @@ def create_engine(
         # Set at login, so every connection has it before its first statement
         # and it costs no extra round trip.
         "options": f"-c statement_timeout={settings.statement_timeout_ms}",
+        # A peer that vanished without a reset: keepalives probe an idle
+        # connection, tcp_user_timeout bounds unacknowledged data in flight;
+        # both give up after settings.dead_peer_seconds.
+        "keepalives": 1,
+        "keepalives_idle": settings.keepalives_idle,
+        "keepalives_interval": settings.keepalives_interval,
+        "keepalives_count": settings.keepalives_count,
+        "tcp_user_timeout": settings.dead_peer_seconds * 1000,
     }
+    if is_writer:
+        # Refuse, at login, a writer endpoint that resolves to a read-only server
+        # (the old writer during a failover); the connect is then retried.
+        connect_args["target_session_attrs"] = "read-write"
     if settings.sslrootcert:
         connect_args["sslrootcert"] = settings.sslrootcert
     kwargs: dict[str, Any] = {
@@ -76,7 +100,10 @@ def create_engine(
         **engine_kwargs,
     }
     engine = sa.create_engine(url, **kwargs)
-    sa.event.listen(engine, "do_connect", _connect_hook(credentials))
+    timeouts.install()
+    budget = settings.connect_retry_budget if is_writer else 0
+    sa.event.listen(engine, "do_connect", _connect_hook(credentials, settings, budget=budget))
+    sa.event.listen(engine, "handle_error", _invalidate_when_writer_gone)
     if not kwargs["pool_pre_ping"]:
         _ping_when_idle(engine, settings.pool_pre_ping_idle)
     return engine
@@ -121,24 +148,95 @@ def _pool_policy(settings: Settings) -> dict[str, Any]:
         "pool_size": settings.pool_size,
         "max_overflow": settings.max_overflow,
         "pool_use_lifo": True,
+        # No thread waits for a pool slot longer than a connect could take.
+        "pool_timeout": settings.connect_timeout + settings.connect_retry_budget,
     }
 
 
-def _connect_hook(credentials: CredentialProvider) -> Any:
+def _connect_hook(credentials: CredentialProvider, settings: Settings, *, budget: float) -> Any:
     def do_connect(
         dialect: sa.Dialect, conn_rec: Any, cargs: tuple[Any, ...], cparams: dict[str, Any]
     ) -> Any:
-        credential = credentials.get()
-        cparams.update(user=credential.user, password=credential.password)
-        try:
-            return dialect.connect(*cargs, **cparams)
-        except psycopg2.OperationalError as exc:
-            if not (credential.cached and is_auth_failure(exc)):
-                raise
-            log.info("login refused with a cached credential; fetching a fresh one and retrying")
-            credentials.invalidate()
+        deadline = deadline_after(budget)
+        delays = backoff_delays()
+        retried_cached = False
+        refused_until: float | None = None
+        while True:
             credential = credentials.get()
-            cparams.update(user=credential.user, password=credential.password)
-            return dialect.connect(*cargs, **cparams)
+            # No single attempt outlives the budget (but libpq needs its 2 s).
+            limit = max(
+                _MIN_CONNECT_TIMEOUT, min(settings.connect_timeout, deadline - time.monotonic())
+            )
+            params = {
+                **cparams,
+                "user": credential.user,
+                "password": credential.password,
+                "connection_factory": timeouts.factory(
+                    connect_limit=limit, wait_limit=settings.socket_timeout
+                ),
+            }
+            try:
+                return dialect.connect(*cargs, **params)
+            except psycopg2.OperationalError as exc:
+                stop_at = deadline
+                if is_auth_failure(exc):
+                    credentials.invalidate()
+                    if credential.cached and not retried_cached:
+                        log.info(
+                            "login refused with a cached credential; retrying with a fresh one"
+                        )
+                        retried_cached = True
+                        continue
+                    if not credentials.rotates:
+                        raise
+                    # A rotation between setSecret and finishSecret: the server has
+                    # the new password before the secret's current version does.
+                    if refused_until is None:
+                        refused_until = time.monotonic() + settings.secret_retry_window
+                    stop_at = min(deadline, refused_until)
+                elif not is_transient_connect_error(exc):
+                    raise
+                delay = next(delays)
+                if time.monotonic() + delay >= stop_at:
+                    raise
+                log.warning("connect failed, retrying in %.2f s: %s", delay, _first_line(exc))
+                time.sleep(delay)
 
     return do_connect
+
+
+def _invalidate_when_writer_gone(context: ExceptionContext) -> None:
+    """Treat 'this server is no longer a writer' as a disconnect: SQLAlchemy then
+    invalidates the whole pool, so the next checkout connects (and resolves) anew.
+    """
+    if context.is_disconnect:
+        return
+    dbapi_connection = _dbapi_connection(context)
+    if getattr(dbapi_connection, "timed_out", False):
+        context.is_disconnect = True  # our socket bound fired (dataaccess.timeouts)
+        return
+    orig = context.original_exception
+    if not writer_gone(orig):
+        return
+    if getattr(orig, "pgcode", None) == "25006" and getattr(dbapi_connection, "readonly", None):
+        return  # a write inside our own READ ONLY unit of work: a bug, not a failover
+    context.is_disconnect = True
+    # SQLAlchemy soft-invalidates the other pooled connections (each is replaced at
+    # its next checkout); close the idle ones now, so none stays on that server.
+    if context.engine is not None:
+        context.engine.pool.dispose()
+
+
+def _dbapi_connection(context: ExceptionContext) -> Any:
+    if context.connection is None or context.connection.closed:
+        return None
+    try:
+        return context.connection.connection.dbapi_connection
+    except sa.exc.SQLAlchemyError:
+        return None
+
+
+def _first_line(exc: BaseException) -> str:
+    # A connect error names host, port and user, never the password.
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -47,7 +47,7 @@ def low_stock(uow: UnitOfWork, *, threshold: int, limit: int = 100) -> list[LowS
         raise InvalidRequestError(f"threshold must not be negative; got {threshold}")
     if not 1 <= limit <= MAX_LOW_STOCK_LIMIT:
         raise InvalidRequestError(f"limit must be between 1 and {MAX_LOW_STOCK_LIMIT}; got {limit}")
-    rows = uow.connection.execute(
+    rows = uow.execute(
         select(Product.sku, Product.name, Product.stock)
         .where(Product.stock < threshold)
         .order_by(Product.stock, Product.sku)
@@ -62,7 +62,7 @@ def order_totals(uow: UnitOfWork, *, since: dt.datetime, until: dt.datetime) -> 
         raise InvalidRequestError("since and until must carry a timezone")
     if since >= until:
         raise InvalidRequestError("since must be before until")
-    rows = uow.connection.execute(
+    rows = uow.execute(
         select(
             Order.status,
             func.count(),

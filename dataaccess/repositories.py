@@ -194,11 +194,11 @@ class CustomerRepository:
 
     def add(self, *, email: str, name: str) -> CustomerRecord:
         """Insert a customer (IntegrityError if the email is taken)."""
-        row = self.uow.connection.execute(_INSERT_CUSTOMER, {"email": email, "name": name}).one()
+        row = self.uow.execute(_INSERT_CUSTOMER, {"email": email, "name": name}).one()
         return CustomerRecord(*row)
 
     def get(self, customer_id: int) -> CustomerRecord | None:
-        row = self.uow.connection.execute(_CUSTOMER_BY_ID, {"id": customer_id}).one_or_none()
+        row = self.uow.execute(_CUSTOMER_BY_ID, {"id": customer_id}).one_or_none()
         return None if row is None else CustomerRecord(*row)
 
 
@@ -214,20 +214,20 @@ class ProductRepository:
 
     def add(self, *, sku: str, name: str, price_cents: int, stock: int) -> ProductRecord:
         """Insert a product (IntegrityError if the sku is taken)."""
-        row = self.uow.connection.execute(
+        row = self.uow.execute(
             _INSERT_PRODUCT, {"sku": sku, "name": name, "price_cents": price_cents, "stock": stock}
         ).one()
         return ProductRecord(*row)
 
     def get_by_sku(self, sku: str) -> ProductRecord | None:
-        row = self.uow.connection.execute(_PRODUCT_BY_SKU, {"sku": sku}).one_or_none()
+        row = self.uow.execute(_PRODUCT_BY_SKU, {"sku": sku}).one_or_none()
         return None if row is None else ProductRecord(*row)
 
     def update(
         self, sku: str, *, name: str | None = None, price_cents: int | None = None
     ) -> ProductRecord | None:
         """Set the name and/or price (None keeps it); None if there is no such sku."""
-        row = self.uow.connection.execute(
+        row = self.uow.execute(
             _UPDATE_PRODUCT, {"match_sku": sku, "new_name": name, "new_price_cents": price_cents}
         ).one_or_none()
         return None if row is None else ProductRecord(*row)
@@ -241,7 +241,7 @@ class ProductRepository:
             query = query.where(_products.c.sku > after_sku)
         if stock_below is not None:
             query = query.where(_products.c.stock < stock_below)
-        return [ProductRecord(*row) for row in self.uow.connection.execute(query)]
+        return [ProductRecord(*row) for row in self.uow.execute(query)]
 
     def lock_stock(self, skus: Sequence[str]) -> dict[str, StockLevel]:
         """Lock the rows in sku order and read their stock.
@@ -250,15 +250,13 @@ class ProductRepository:
         cancellations here; event ingest in its ledger statement), so they
         queue instead of deadlocking.
         """
-        rows = self.uow.connection.execute(_LOCK_STOCK, {"skus": list(skus)})
+        rows = self.uow.execute(_LOCK_STOCK, {"skus": list(skus)})
         return {sku: StockLevel(pid, price, stock) for sku, pid, price, stock in rows}
 
     def adjust_stock(self, deltas: Mapping[int, int]) -> None:
         """Add `delta` to each product id's stock, in one statement (rows locked by the caller)."""
         if deltas:
-            self.uow.connection.execute(
-                _ADJUST_STOCK, {"ids": list(deltas), "deltas": list(deltas.values())}
-            )
+            self.uow.execute(_ADJUST_STOCK, {"ids": list(deltas), "deltas": list(deltas.values())})
 
 
 class NewLine(NamedTuple):
@@ -286,7 +284,7 @@ class OrderRepository:
         The caller holds the products' row locks and has checked the stock.
         An unknown customer fails the order's foreign key (IntegrityError).
         """
-        rows = self.uow.connection.execute(
+        rows = self.uow.execute(
             _PLACE_ORDER,
             {
                 "product_ids": [line.product_id for line in lines],
@@ -304,18 +302,16 @@ class OrderRepository:
     def get(self, order_id: int, *, for_update: bool = False) -> OrderRecord | None:
         """The order with its lines; `for_update` locks the order's row (not its products)."""
         statement = _ORDER_BY_ID_FOR_UPDATE if for_update else _ORDER_BY_ID
-        rows = self.uow.connection.execute(statement, {"id": order_id}).all()
+        rows = self.uow.execute(statement, {"id": order_id}).all()
         return _order(rows) if rows else None
 
     def get_by_idempotency_key(self, key: str) -> OrderRecord | None:
-        rows = self.uow.connection.execute(_ORDER_BY_KEY, {"key": key}).all()
+        rows = self.uow.execute(_ORDER_BY_KEY, {"key": key}).all()
         return _order(rows) if rows else None
 
     def mark_cancelled(self, order: OrderRecord) -> OrderRecord:
         """Set the order's status to cancelled (stock is the caller's business)."""
-        cancelled_at = self.uow.connection.execute(
-            _CANCEL_ORDER, {"order_id": order.id}
-        ).scalar_one()
+        cancelled_at = self.uow.execute(_CANCEL_ORDER, {"order_id": order.id}).scalar_one()
         return replace(order, status="cancelled", cancelled_at=cancelled_at)
 
 
@@ -396,7 +392,7 @@ class StockEventRepository:
         """Which of these event ids the ledger already holds."""
         if not event_ids:
             return set()
-        return set(self.uow.connection.execute(_RECORDED, {"ids": list(event_ids)}).scalars())
+        return set(self.uow.execute(_RECORDED, {"ids": list(event_ids)}).scalars())
 
     def apply_if_all_fit(
         self, events: Sequence[StockEventIn]
@@ -409,7 +405,7 @@ class StockEventRepository:
         some ids were in the ledger already, the stock is not touched and the
         caller must roll back.
         """
-        rows = self.uow.connection.execute(
+        rows = self.uow.execute(
             _APPLY_IF_ALL_FIT,
             {
                 "skus": list({e.sku for e in events}),
@@ -434,7 +430,7 @@ class StockEventRepository:
         """
         if not events:
             return set()
-        rows = self.uow.connection.execute(
+        rows = self.uow.execute(
             _RECORD_AND_APPLY,
             {
                 "ids": [e.event_id for e in events],

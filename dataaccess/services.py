@@ -142,7 +142,7 @@ def place_order(
     if idempotency_key is not None:
         # Serialise requests that share a key, so the second waits for the first
         # to commit and then finds its order instead of racing it.
-        uow.connection.execute(_ADVISORY_LOCK, {"key": idempotency_key})
+        uow.execute(_ADVISORY_LOCK, {"key": idempotency_key})
         existing = uow.orders.get_by_idempotency_key(idempotency_key)
         if existing is not None:
             if existing.request_fingerprint != fingerprint:

@@ -13,8 +13,19 @@ from pathlib import Path
 from typing import Literal, cast
 
 AuthMode = Literal["iam", "secret", "password"]
+# Who runs the process; it picks the connect-retry budget's default (see RUNTIME_BUDGETS).
+Runtime = Literal["service", "lambda", "migration"]
 AUTH_MODES: tuple[AuthMode, ...] = ("iam", "secret", "password")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+# Seconds a new connection may keep being retried (DB_CONNECT_RETRY_BUDGET) when
+# unset. The API answers 503 + Retry-After rather than hold a worker thread through
+# a failover; a Lambda invocation waits for a resuming cluster (the handler caps
+# the wait by its remaining time); a migration waits for a restart to finish.
+RUNTIME_BUDGETS: dict[Runtime, int] = {"service": 3, "lambda": 60, "migration": 300}
+# The client waits this much longer than the statement timeout for an answer
+# (DB_SOCKET_TIMEOUT's default), so the server's own timeout always fires first.
+SOCKET_TIMEOUT_MARGIN = 5
 
 # Every variable Settings.from_env reads, in the order the README documents them.
 ENV_VARS: tuple[str, ...] = (
@@ -35,9 +46,15 @@ ENV_VARS: tuple[str, ...] = (
     "DB_POOL_RECYCLE",
     "DB_POOL_PRE_PING_IDLE",
     "DB_CONNECT_TIMEOUT",
+    "DB_CONNECT_RETRY_BUDGET",
+    "DB_KEEPALIVES_IDLE",
+    "DB_KEEPALIVES_INTERVAL",
+    "DB_KEEPALIVES_COUNT",
     "DB_STATEMENT_TIMEOUT_MS",
+    "DB_SOCKET_TIMEOUT",
     "DB_APPLICATION_NAME",
     "DB_SECRET_TTL",
+    "DB_SECRET_RETRY_WINDOW",
     "DB_IAM_USER",
 )
 
@@ -67,11 +84,26 @@ class Settings:
     pool_recycle: int = 1800
     pool_pre_ping_idle: int = 5
     connect_timeout: int = 5
+    connect_retry_budget: int = RUNTIME_BUDGETS["service"]
+    keepalives_idle: int = 10
+    keepalives_interval: int = 3
+    keepalives_count: int = 3
     statement_timeout_ms: int = 30_000
+    socket_timeout: int = 30 + SOCKET_TIMEOUT_MARGIN
     application_name: str = "dataaccess"
     secret_ttl: int = 300
+    secret_retry_window: int = 30
     iam_user: str = "app_iam"
-    in_lambda: bool = False
+    runtime: Runtime = "service"
+
+    @property
+    def in_lambda(self) -> bool:
+        return self.runtime == "lambda"
+
+    @property
+    def dead_peer_seconds(self) -> int:
+        """Worst case for noticing a peer that vanished without a reset (keepalives)."""
+        return self.keepalives_idle + self.keepalives_interval * self.keepalives_count
 
     def __repr__(self) -> str:
         # Never show the password, even in a traceback or a debug log.
@@ -80,11 +112,24 @@ class Settings:
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read and validate the DB_* variables; raise SettingsError naming the bad one."""
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, runtime: Runtime | None = None
+    ) -> Settings:
+        """Read and validate the DB_* variables; raise SettingsError naming the bad one.
+
+        `runtime` defaults to "lambda" under AWS_LAMBDA_FUNCTION_NAME, else "service";
+        the migration environment passes "migration".
+        """
         env = _Env(os.environ if environ is None else environ)
         auth = env.choice("DB_AUTH", AUTH_MODES, "iam")
         sslmode = env.choice("DB_SSLMODE", SSL_MODES, "verify-full")
+        if runtime is None:
+            runtime = "lambda" if env.optional("AWS_LAMBDA_FUNCTION_NAME") else "service"
+        statement_timeout_ms = env.integer("DB_STATEMENT_TIMEOUT_MS", 30_000, low=0)
+        # No statement timeout means no bound the client could safely add either.
+        socket_default = (
+            -(-statement_timeout_ms // 1000) + SOCKET_TIMEOUT_MARGIN if statement_timeout_ms else 0
+        )
         return cls(
             host=env.required("DB_HOST"),
             name=env.required("DB_NAME"),
@@ -102,12 +147,21 @@ class Settings:
             max_overflow=env.integer("DB_MAX_OVERFLOW", 5, low=0, high=100),
             pool_recycle=env.integer("DB_POOL_RECYCLE", 1800, low=-1, high=86_400),
             pool_pre_ping_idle=env.integer("DB_POOL_PRE_PING_IDLE", 5, low=0, high=3600),
-            connect_timeout=env.integer("DB_CONNECT_TIMEOUT", 5, low=1, high=300),
-            statement_timeout_ms=env.integer("DB_STATEMENT_TIMEOUT_MS", 30_000, low=0),
+            # libpq treats a connect_timeout below 2 s as 2 s.
+            connect_timeout=env.integer("DB_CONNECT_TIMEOUT", 5, low=2, high=300),
+            connect_retry_budget=env.integer(
+                "DB_CONNECT_RETRY_BUDGET", RUNTIME_BUDGETS[runtime], low=0, high=3600
+            ),
+            keepalives_idle=env.integer("DB_KEEPALIVES_IDLE", 10, low=1, high=7200),
+            keepalives_interval=env.integer("DB_KEEPALIVES_INTERVAL", 3, low=1, high=600),
+            keepalives_count=env.integer("DB_KEEPALIVES_COUNT", 3, low=1, high=100),
+            statement_timeout_ms=statement_timeout_ms,
+            socket_timeout=env.integer("DB_SOCKET_TIMEOUT", socket_default, low=0, high=86_400),
             application_name=env.text("DB_APPLICATION_NAME", "dataaccess", max_len=63),
             secret_ttl=env.integer("DB_SECRET_TTL", 300, low=0, high=86_400),
+            secret_retry_window=env.integer("DB_SECRET_RETRY_WINDOW", 30, low=0, high=3600),
             iam_user=env.identifier("DB_IAM_USER", "app_iam"),
-            in_lambda=bool(env.optional("AWS_LAMBDA_FUNCTION_NAME")),
+            runtime=runtime,
         )
 
 

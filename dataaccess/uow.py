@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Any, Self, TypeVarTuple, overload
 
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection, CursorResult, Engine
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Executable
 
 from .repositories import (
     CustomerRepository,
@@ -14,6 +18,15 @@ from .repositories import (
     ProductRepository,
     StockEventRepository,
 )
+from .resilience import is_unavailable
+
+if TYPE_CHECKING:
+    from sqlalchemy.sql.selectable import TypedReturnsRows
+    from sqlalchemy.util.typing import TupleAny
+
+_Ts = TypeVarTuple("_Ts")
+
+log = logging.getLogger(__name__)
 
 
 class UnitOfWork:
@@ -26,6 +39,13 @@ class UnitOfWork:
     same transaction, so Core and ORM statements commit or roll back together.
     Both are created lazily: a unit of work that runs no statement never checks
     out a connection, and one that only runs Core statements never pays for a session.
+
+    Read-only work survives one dead connection: when the first statement of a
+    read-only unit of work finds its pooled connection dead (nothing has been
+    read yet, so nothing can be inconsistent), it runs again on a fresh one.
+    A read-only unit of work given a `fallback` engine (the writer, behind a
+    reader) uses it when its own engine cannot connect. Writes are never
+    retried here: their clients retry with an idempotency key.
     """
 
     customers: CustomerRepository
@@ -33,9 +53,19 @@ class UnitOfWork:
     orders: OrderRepository
     stock_events: StockEventRepository
 
-    def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        read_only: bool = False,
+        fallback: Engine | None = None,
+        on_fallback: Callable[[BaseException], None] | None = None,
+    ) -> None:
         self._engine = engine
         self.read_only = read_only
+        self._fallback = fallback if read_only else None
+        self._on_fallback = on_fallback
+        self._may_retry = read_only
         self._connection: Connection | None = None
         self._session: Session | None = None
 
@@ -62,11 +92,39 @@ class UnitOfWork:
                 self._connection.close()
                 self._connection = None
 
+    @overload
+    def execute(
+        self,
+        statement: TypedReturnsRows[*_Ts],
+        parameters: Mapping[str, Any] | None = None,
+    ) -> CursorResult[*_Ts]: ...
+
+    @overload
+    def execute(
+        self, statement: Executable, parameters: Mapping[str, Any] | None = None
+    ) -> CursorResult[*TupleAny]: ...
+
+    def execute(
+        self, statement: Executable, parameters: Mapping[str, Any] | None = None
+    ) -> CursorResult[*TupleAny]:
+        """Run a statement on this unit of work's connection (the repositories' one way in)."""
+        if not self._may_retry:
+            return self.connection.execute(statement, parameters)
+        self._may_retry = False
+        try:
+            return self.connection.execute(statement, parameters)
+        except sa_exc.DBAPIError as exc:
+            if not exc.connection_invalidated or self._session is not None:
+                raise
+            log.info("read-only connection was dead before any row; retrying on a fresh one")
+            self._connection = None  # invalidated already; nothing to return to the pool
+        return self.connection.execute(statement, parameters)
+
     @property
     def connection(self) -> Connection:
         """This unit of work's connection; checked out of the pool on first use."""
         if self._connection is None:
-            connection = self._engine.connect()
+            connection = self._connect()
             if self.read_only:
                 # psycopg2 opens its transaction lazily, at the first statement;
                 # with this flag it sends BEGIN READ ONLY then: no extra round trip,
@@ -75,6 +133,17 @@ class UnitOfWork:
                 connection.connection.dbapi_connection.readonly = True  # type: ignore[union-attr]
             self._connection = connection
         return self._connection
+
+    def _connect(self) -> Connection:
+        try:
+            return self._engine.connect()
+        except sa_exc.SQLAlchemyError as exc:
+            if self._fallback is None or not is_unavailable(exc):
+                raise
+            if self._on_fallback is not None:
+                self._on_fallback(exc)
+            self._engine, self._fallback = self._fallback, None
+            return self._engine.connect()
 
     @property
     def session(self) -> Session:

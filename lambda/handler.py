@@ -5,6 +5,10 @@ credentials) is module-scope state built on the first invocation that needs it,
 so a cold start that never reaches the database never connects and warm
 invocations reuse one pooled, pre-pinged connection.
 
+An unreachable database (a restart, a failover, a cluster resuming from 0 ACU)
+is waited for within the invocation's remaining time, less TIME_RESERVE_SECONDS
+kept back to report the batch's failures before Lambda's timeout strikes.
+
 A batch of stock events is applied set-based, in one unit of work
 (`dataaccess.ingest.ingest_stock_events`: a handful of statements and one commit
 for the whole batch). When that fails for any reason but an unreachable
@@ -24,7 +28,6 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, SQSEvent, SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy import exc as sa_exc
 
 from dataaccess import Database, Settings, reports, services
@@ -32,6 +35,7 @@ from dataaccess.credentials import CredentialProvider, provider_for
 from dataaccess.engine import is_auth_failure
 from dataaccess.errors import DomainError
 from dataaccess.ingest import IngestResult, ingest_stock_events
+from dataaccess.resilience import connect_deadline, is_unavailable
 from dataaccess.services import StockEventIn
 
 logger = Logger()  # service name from POWERTOOLS_SERVICE_NAME, level from LOG_LEVEL
@@ -43,6 +47,9 @@ MAX_EVENT_ID = 200
 MAX_SKU = 64
 MAX_REASON = 500
 MAX_REPORT_HOURS = 24 * 366
+# Seconds of an invocation's time that connect retries never use: enough to
+# answer with batchItemFailures (or an error) before the function times out.
+TIME_RESERVE_SECONDS = 3.0
 
 
 class MalformedEventError(ValueError):
@@ -141,7 +148,8 @@ def stock_events_handler(event: dict[str, Any], context: LambdaContext) -> dict[
         except MalformedEventError as exc:
             outcome.fail(record.message_id, None, exc)
     if parsed:
-        apply_batch(database, parsed, outcome)
+        with connect_deadline(_connect_time(context)):
+            apply_batch(database, parsed, outcome)
 
     logger.info(
         "stock events batch",
@@ -308,23 +316,18 @@ def _timestamp(value: Any, name: str, error: type[ValueError]) -> dt.datetime:
     return parsed
 
 
+def _connect_time(context: LambdaContext) -> float:
+    """Seconds connects may keep retrying in this invocation (its time, less the reserve)."""
+    return context.get_remaining_time_in_millis() / 1000 - TIME_RESERVE_SECONDS
+
+
 def _cannot_reach_database(exc: BaseException) -> bool:
-    """No session with the database: connect refused or timed out, login refused, connection
-    lost, no pool slot, or the credential source (Secrets Manager, STS) unavailable."""
-    if isinstance(exc, sa_exc.DBAPIError):
-        # The server answers every statement-level error with a SQLSTATE (a timeout,
-        # a serialization failure...); a connection-level error never reached a session.
-        return (
-            exc.connection_invalidated
-            or is_auth_failure(exc.orig)
-            or (
-                isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError))
-                and getattr(exc.orig, "pgcode", None) is None
-            )
-        )
-    return isinstance(
-        exc, (sa_exc.TimeoutError, sa_exc.DisconnectionError, BotoCoreError, ClientError)
-    )
+    """No usable session with the database: unreachable, lost, no longer a writer, or the
+    login refused. A statement timeout is not: it is this batch's statements, so the
+    per-record fallback finds the record that causes it."""
+    if isinstance(exc, sa_exc.DBAPIError) and getattr(exc.orig, "pgcode", None) == "57014":
+        return False
+    return is_unavailable(exc) or (isinstance(exc, sa_exc.DBAPIError) and is_auth_failure(exc.orig))
 
 
 def _describe(exc: BaseException) -> str:
@@ -361,7 +364,10 @@ def report_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     time; a direct invoke may pass `since`, `until`, `hours`, `threshold`, `limit`.
     """
     request = report_request(event)
-    with get_database().unit_of_work(read_only=True) as uow:
+    with (
+        connect_deadline(_connect_time(context)),
+        get_database().unit_of_work(read_only=True) as uow,
+    ):
         low = reports.low_stock(uow, threshold=request["threshold"], limit=request["limit"])
         totals = reports.order_totals(uow, since=request["since"], until=request["until"])
     logger.info("report built", extra={"low_stock": len(low), "placed": totals.placed.count})

@@ -22,7 +22,7 @@ import secrets
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -50,9 +50,12 @@ class LocalContext:
     memory_limit_in_mb: int = 256
     invoked_function_arn: str = "arn:aws:lambda:local:000000000000:function:local-invoke"
     aws_request_id: str = ""
+    # The function's timeout; the remaining time counts down from creation, as Lambda's does.
+    timeout_ms: int = 60_000
+    started: float = field(default_factory=time.monotonic)
 
     def get_remaining_time_in_millis(self) -> int:
-        return 60_000
+        return max(0, self.timeout_ms - int((time.monotonic() - self.started) * 1000))
 
 
 def lambda_environment(admin: Settings, password: str, ca_file: Path | None) -> dict[str, str]:

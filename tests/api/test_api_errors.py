@@ -65,7 +65,7 @@ def app_without_database():
         dbname="x",
         user="app_iam",
         password="not-a-real-password",
-        DB_CONNECT_TIMEOUT="1",
+        DB_CONNECT_RETRY_BUDGET="1",
     )
     app = create_app(settings=settings)
     yield app

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from dataaccess import Database, SettingsError
 from dataaccess.models import StockEvent
+from scripts.invoke_local import LocalContext
 from scripts.localpg import free_port
 from tests.lambda_.helpers import (
     count_connect_attempts,
@@ -86,7 +87,7 @@ def test_two_invocations_racing_on_one_batch_apply_each_event_once(
 def test_database_outage_fails_the_records_instead_of_dropping_them(
     handler_env, new_handler, lambda_context, monkeypatch
 ):
-    handler = new_handler(DB_PORT=str(free_port()), DB_CONNECT_TIMEOUT="2")
+    handler = new_handler(DB_PORT=str(free_port()), DB_CONNECT_RETRY_BUDGET="0")
     attempts = count_connect_attempts(handler.get_database().writer, monkeypatch)
     event = sqs_event(*(stock_body(f"e-{i}", "SKU-RED", 1) for i in range(4)))
 
@@ -102,10 +103,26 @@ def test_database_outage_fails_the_records_instead_of_dropping_them(
     assert len(attempts) == 1
 
 
+def test_an_outage_is_waited_out_within_the_invocations_time_then_reported(
+    handler_env, new_handler, monkeypatch
+):
+    handler = new_handler(DB_PORT=str(free_port()))  # the Lambda default budget: 60 s
+    attempts = count_connect_attempts(handler.get_database().writer, monkeypatch)
+    context = LocalContext(timeout_ms=int((handler.TIME_RESERVE_SECONDS + 1.5) * 1000))
+
+    with pytest.raises(BatchProcessingError):
+        handler.stock_events_handler(sqs_event(stock_body("e-1", "SKU-RED", 1)), context)
+
+    # Retried with backoff for the ~1.5 s the invocation could spare, then reported
+    # with the reserve still left for the answer.
+    assert len(attempts) >= 3
+    assert context.get_remaining_time_in_millis() > 1000
+
+
 def test_an_outage_with_a_malformed_record_still_fails_the_invocation(
     handler_env, new_handler, lambda_context
 ):
-    handler = new_handler(DB_PORT=str(free_port()), DB_CONNECT_TIMEOUT="2")
+    handler = new_handler(DB_PORT=str(free_port()), DB_CONNECT_RETRY_BUDGET="0")
     event = sqs_event("{not json", stock_body("e-1", "SKU-RED", 1))
 
     with pytest.raises(BatchProcessingError) as caught:
@@ -118,7 +135,7 @@ def test_an_outage_with_a_malformed_record_still_fails_the_invocation(
 def test_a_batch_after_an_outage_tries_the_database_again(
     handler_env, new_handler, app_settings, seeded, lambda_context
 ):
-    handler = new_handler(DB_PORT=str(free_port()), DB_CONNECT_TIMEOUT="2")
+    handler = new_handler(DB_PORT=str(free_port()), DB_CONNECT_RETRY_BUDGET="0")
     event = sqs_event(stock_body("e-1", "SKU-RED", 1))
     with pytest.raises(BatchProcessingError):
         handler.stock_events_handler(event, lambda_context)
