@@ -1,6 +1,7 @@
 """Credential providers: caching, expiry and invalidation, with moto for AWS (no database)."""
 
 import json
+import random
 import threading
 
 import boto3
@@ -16,6 +17,7 @@ from dataaccess.credentials import (
     StaticPasswordProvider,
     provider_for,
 )
+from dataaccess.resilience import backoff_delays
 
 REGION = "eu-west-1"
 
@@ -84,6 +86,48 @@ def test_many_threads_share_one_minted_token():
         t.join()
     assert len(set(tokens)) == 1
     assert provider.minted == 1
+
+
+@pytest.mark.usefixtures("aws")
+def test_a_token_is_reminted_before_its_signing_credentials_expire():
+    clock = FakeClock()
+    expiries = [clock.now + 5 * 60, clock.now + 60 * 60]  # a role session ending in 5 minutes
+    provider = IamTokenProvider(
+        host="db.example",
+        port=5432,
+        user="app_iam",
+        region=REGION,
+        clock=clock,
+        credential_expiry=lambda: expiries[0] if provider.minted == 0 else expiries[1],
+    )
+    assert not provider.get().cached
+    clock.now += 5 * 60 - IAM_TOKEN_REFRESH_MARGIN - 1
+    assert provider.get().cached  # still inside the signer's lifetime
+    clock.now += 1
+    assert not provider.get().cached  # the signer is about to expire: mint with fresh keys
+    assert provider.minted == 2
+    # The fresh credentials outlive the token, so its own 15 minutes bound it again.
+    clock.now += IAM_TOKEN_LIFETIME - IAM_TOKEN_REFRESH_MARGIN - 1
+    second = provider.get()
+    assert second.cached
+    assert provider.minted == 2
+
+
+@pytest.mark.usefixtures("aws")
+def test_static_keys_carry_no_expiry_so_the_token_lifetime_rules():
+    provider = iam_provider(FakeClock())
+    provider.get()
+    assert provider._session_credential_expiry() is None
+
+
+def test_backoff_is_full_jitter_within_a_doubling_cap():
+    rng = random.Random(7)
+    delays = backoff_delays(base=0.1, cap=1.0, rng=rng)
+    drawn = [next(delays) for _ in range(200)]
+    ceilings = [min(1.0, 0.1 * 2**i) for i in range(200)]
+    assert all(0 <= d <= c for d, c in zip(drawn, ceilings, strict=True))
+    assert max(drawn[10:]) > 0.5  # reaches towards the cap, not stuck at the base
+    assert len(set(drawn)) == len(drawn)  # jittered: no two clients in lockstep
 
 
 def test_token_never_shows_in_a_credential_repr():

@@ -37,6 +37,34 @@ def test_lambda_is_detected_from_its_environment():
     assert Settings.from_env(env(AWS_LAMBDA_FUNCTION_NAME="stock-events")).in_lambda
 
 
+@pytest.mark.parametrize(
+    ("runtime_env", "runtime", "budget"),
+    [
+        ({}, None, 3),  # the API: answer 503 soon rather than hold a worker thread
+        ({"AWS_LAMBDA_FUNCTION_NAME": "fn"}, None, 60),  # capped by the remaining time
+        ({}, "migration", 300),  # wait for a restart or a resume before migrating
+        ({"DB_CONNECT_RETRY_BUDGET": "7"}, "migration", 7),
+    ],
+)
+def test_the_connect_retry_budget_defaults_per_runtime(runtime_env, runtime, budget):
+    settings = Settings.from_env(env(**runtime_env), runtime=runtime)
+    assert settings.connect_retry_budget == budget
+
+
+def test_the_socket_timeout_outlasts_the_statement_timeout():
+    assert Settings.from_env(env()).socket_timeout == 35
+    assert Settings.from_env(env(DB_STATEMENT_TIMEOUT_MS="1500")).socket_timeout == 7
+    # No statement timeout, no client-side bound either (a long report may be legitimate).
+    assert Settings.from_env(env(DB_STATEMENT_TIMEOUT_MS="0")).socket_timeout == 0
+    assert Settings.from_env(env(DB_SOCKET_TIMEOUT="9")).socket_timeout == 9
+
+
+def test_dead_peer_detection_is_keepalive_idle_plus_its_probes():
+    assert Settings.from_env(env()).dead_peer_seconds == 10 + 3 * 3
+    tuned = Settings.from_env(env(DB_KEEPALIVES_IDLE="5", DB_KEEPALIVES_COUNT="2"))
+    assert tuned.dead_peer_seconds == 5 + 3 * 2
+
+
 def test_password_never_shows_in_repr():
     settings = Settings.from_env(env(DB_AUTH="password", DB_PASSWORD="hunter2-secret"))
     assert "hunter2-secret" not in repr(settings)
@@ -74,6 +102,14 @@ def test_secret_mode_takes_the_user_from_the_secret():
         ({"DB_STATEMENT_TIMEOUT_MS": "-5"}, "DB_STATEMENT_TIMEOUT_MS"),
         ({"DB_APPLICATION_NAME": "x" * 64}, "DB_APPLICATION_NAME"),
         ({"DB_SECRET_TTL": "forever"}, "DB_SECRET_TTL"),
+        ({"DB_CONNECT_TIMEOUT": "1"}, "DB_CONNECT_TIMEOUT"),
+        ({"DB_CONNECT_RETRY_BUDGET": "-1"}, "DB_CONNECT_RETRY_BUDGET"),
+        ({"DB_CONNECT_RETRY_BUDGET": "soon"}, "DB_CONNECT_RETRY_BUDGET"),
+        ({"DB_KEEPALIVES_IDLE": "0"}, "DB_KEEPALIVES_IDLE"),
+        ({"DB_KEEPALIVES_INTERVAL": "0"}, "DB_KEEPALIVES_INTERVAL"),
+        ({"DB_KEEPALIVES_COUNT": "0"}, "DB_KEEPALIVES_COUNT"),
+        ({"DB_SOCKET_TIMEOUT": "-1"}, "DB_SOCKET_TIMEOUT"),
+        ({"DB_SECRET_RETRY_WINDOW": "-1"}, "DB_SECRET_RETRY_WINDOW"),
         ({"DB_IAM_USER": "app-iam; DROP ROLE x"}, "DB_IAM_USER"),
         ({"DB_IAM_USER": "1app"}, "DB_IAM_USER"),
     ],
