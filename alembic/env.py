@@ -47,7 +47,8 @@ def main() -> None:
     from dataaccess.engine import create_engine
 
     try:
-        settings = Settings.from_env()
+        # The migration budget: wait out a restart or a resume from 0 ACU before migrating.
+        settings = Settings.from_env(runtime="migration")
     except SettingsError as exc:
         raise SystemExit(f"alembic: {exc}") from None
     engine = create_engine(settings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from dataaccess.settings import ENV_VARS
 from tests.infra.conftest import CFN_DIR, REPO, TF_DIR
 
 DOCS = (REPO / "docs" / "infrastructure.md").read_text()
@@ -41,3 +42,11 @@ def test_every_deploy_setting_is_documented():
     assert "AWS_REGION" in settings
     for name in settings:
         assert name in DOCS, name
+
+
+def test_every_db_variable_is_in_the_readme_table_and_env_example():
+    readme = (REPO / "README.md").read_text()
+    example = (REPO / ".env.example").read_text()
+    for name in ENV_VARS:
+        assert f"| `{name}` |" in readme, name
+        assert re.search(rf"^{name}=", example, re.M), name
