@@ -29,6 +29,7 @@ WRITER_GONE_SQLSTATES = frozenset({"25006", "57P01", "57P02", "57P03"})
 _TRANSIENT_CONNECT = (
     "could not connect to server",
     "connection refused",
+    "connection reset by peer",
     "timeout expired",
     "timed out",
     "the database system is starting up",  # 57P03

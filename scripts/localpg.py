@@ -70,6 +70,8 @@ class LocalPostgres:
     root: Path
     port: int
     password: str = ""
+    # Appended to the server's command-line options: a later `-c name=value` wins.
+    extra_options: str = ""
 
     def __post_init__(self) -> None:
         self.root = self.root.resolve()
@@ -121,21 +123,68 @@ class LocalPostgres:
             "--options",
             f"-p {self.port} -c listen_addresses=127.0.0.1 "
             f"-c unix_socket_directories='{self.root}' -c max_connections=200 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off" + tls,
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            + tls
+            + (f" {self.extra_options}" if self.extra_options else ""),
         )
         return self
 
-    def stop(self) -> None:
-        """Stop the server quickly (idempotent)."""
+    def clone_from(self, primary: LocalPostgres) -> LocalPostgres:
+        """Make this cluster a hot standby of `primary` (pg_basebackup -R -X stream).
+
+        Replaces any data folder here; start() then runs it as a standby. The
+        superuser password is the primary's (the data is a copy); it reaches
+        pg_basebackup through PGPASSWORD, never the command line, and -R records
+        it in postgresql.auto.conf (inside the owner-only data folder) for the
+        standby's WAL receiver.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.datadir.exists():
+            shutil.rmtree(self.datadir)
+        pwfile = self.root / "superuser.password"
+        pwfile.write_text(primary.password + "\n")
+        pwfile.chmod(0o600)
+        owner = _server_os_user()
+        if owner is not None:
+            shutil.chown(self.root, owner.pw_uid, owner.pw_gid)
+            shutil.chown(pwfile, owner.pw_uid, owner.pw_gid)
+        self._as_owner(
+            str(pg_bindir() / "pg_basebackup"),
+            f"--pgdata={self.datadir}",
+            f"--host={primary.host}",
+            f"--port={primary.port}",
+            f"--username={primary.user}",
+            "--no-password",
+            "--write-recovery-conf",
+            "--wal-method=stream",
+            "--checkpoint=fast",
+            "--no-sync",
+            env={**os.environ, "PGPASSWORD": primary.password},
+        )
+        self.password = primary.password
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (idempotent); `mode` is pg_ctl's: smart, fast or immediate."""
         if self.running():
             self._as_owner(
                 str(pg_bindir() / "pg_ctl"),
                 "stop",
                 "--wait",
-                "--mode=fast",
+                f"--mode={mode}",
                 f"--pgdata={self.datadir}",
                 check=False,
             )
+
+    def promote(self) -> None:
+        """Promote a hot standby to a primary; returns once it accepts writes."""
+        self._as_owner(
+            str(pg_bindir() / "pg_ctl"),
+            "promote",
+            "--wait",
+            "--timeout=60",
+            f"--pgdata={self.datadir}",
+        )
 
     def running(self) -> bool:
         return (self.datadir / "postmaster.pid").exists()
@@ -191,10 +240,10 @@ class LocalPostgres:
             "--no-sync",
         )
 
-    def _as_owner(self, *cmd: str, check: bool = True) -> None:
+    def _as_owner(self, *cmd: str, check: bool = True, env: dict[str, str] | None = None) -> None:
         owner = _server_os_user()
         argv = list(cmd) if owner is None else ["runuser", "-u", owner.pw_name, "--", *cmd]
-        result = subprocess.run(argv, capture_output=True, text=True, check=False, cwd="/")
+        result = subprocess.run(argv, capture_output=True, text=True, check=False, cwd="/", env=env)
         if check and result.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd[:2])} failed:\n{result.stdout}{result.stderr}")
 
