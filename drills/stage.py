@@ -3,6 +3,7 @@ seeded database, the API under gunicorn, and checks of what a fault may not lose
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -17,8 +18,9 @@ from typing import IO, Any
 
 import psycopg2
 
+from dataaccess import Settings
 from drills.faults import ReplicatedPair, TcpForwarder
-from scripts.devdb import APP_ROLE
+from scripts.devdb import APP_ROLE, superuser_settings
 from scripts.localpg import LocalPostgres, free_port, usable_root
 from scripts.run_local import provision, wait_ready
 
@@ -39,6 +41,8 @@ class Stage:
     app_password: str
     root: Path
     logs: list[Path] = field(default_factory=list)
+    # Every password, token and secret value the stage handed out: D8 greps the logs for them.
+    secrets: set[str] = field(default_factory=set)
     _open: list[IO[str]] = field(default_factory=list)
 
     @property
@@ -59,6 +63,10 @@ class Stage:
             "DB_APPLICATION_NAME": "drill",
             **overrides,
         }
+
+    def admin_settings(self) -> Settings:
+        """Superuser Settings straight to the writer (not through the endpoint)."""
+        return superuser_settings(self.writer, DB_NAME)
 
     def admin(self, server: LocalPostgres | None = None) -> Any:
         """A superuser psycopg2 connection straight to `server` (default: the writer now)."""
@@ -144,10 +152,22 @@ def stage() -> Iterator[Stage]:
         pair.start()
         _, password = provision(pair.primary, DB_NAME, customers=CUSTOMERS, products=PRODUCTS)
         with TcpForwarder(pair.primary.port) as endpoint:
-            st = Stage(pair, endpoint, password, root)
+            st = Stage(pair, endpoint, password, root, secrets={password, pair.primary.password})
+            # This process's own log records (the Lambda handler's dataaccess, the drills').
+            records = logging.FileHandler(st.log_file("in-process"))
+            records.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+            )
+            root_logger = logging.getLogger()
+            previous_level = root_logger.level
+            root_logger.addHandler(records)
+            root_logger.setLevel(logging.INFO)
             try:
                 yield st
             finally:
+                root_logger.removeHandler(records)
+                root_logger.setLevel(previous_level)
+                records.close()
                 for handle in st._open:
                     handle.close()
     finally:
