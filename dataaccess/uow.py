@@ -88,9 +88,17 @@ class UnitOfWork:
         finally:
             self._session = None
             if self._connection is not None:
+                connection, self._connection = self._connection, None
                 # Rolls back whatever was not committed and returns the connection.
-                self._connection.close()
-                self._connection = None
+                try:
+                    connection.close()
+                except sa_exc.DBAPIError as error:
+                    # The server went away after the work was done (a restart, a
+                    # failover): the rollback has nothing to undo, the pool has
+                    # invalidated the connection, and what was read or committed stands.
+                    if not error.connection_invalidated:
+                        raise
+                    log.info("connection lost before its rollback; it was discarded")
 
     @overload
     def execute(

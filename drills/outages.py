@@ -57,9 +57,18 @@ class Pace:
 
 def lambda_handler(st: Stage) -> object:
     """The stock-events handler module with a Database on the endpoint, as in Lambda."""
-    # Powertools' logger writes to the sys.stdout of its creation: the stage's log.
-    with contextlib.redirect_stdout(st.open_log("lambda")):
-        handler = load_handler()
+    # Powertools' logger writes to the sys.stdout of its creation: the stage's log. A
+    # service name per load, since Powertools keeps one handler per service name.
+    service = os.environ.get("POWERTOOLS_SERVICE_NAME")
+    os.environ["POWERTOOLS_SERVICE_NAME"] = f"drill-{time.monotonic_ns()}"
+    try:
+        with contextlib.redirect_stdout(st.open_log("lambda")):
+            handler = load_handler()
+    finally:
+        if service is None:
+            del os.environ["POWERTOOLS_SERVICE_NAME"]
+        else:
+            os.environ["POWERTOOLS_SERVICE_NAME"] = service
     env = st.app_env(AWS_LAMBDA_FUNCTION_NAME="drill-stock-events")
     handler.set_database(Database.from_settings(Settings.from_env(env)))
     return handler
@@ -115,8 +124,22 @@ def _figures(
         statuses = Counter(f"{r.method} {r.status or 'no answer'}" for r in failures)
         counted = ", ".join(f"{n}x {s}" for s, n in sorted(statuses.items()))
         result.notes.append(f"failed: {counted}")
+    if any(r.status != UNAVAILABLE for r in failures):
+        result.notes.extend(_server_errors(st))
     events = len(lam.acknowledged) if lam else 0
     result.notes.append(f"{len(api.acknowledged)} orders and {events} events acknowledged")
+
+
+def _server_errors(st: Stage) -> list[str]:
+    """What the API logged about its unexpected errors (type and traceback, never values)."""
+    found = []
+    for path in st.logs:
+        if path.name.startswith("api-") and path.exists():
+            lines = path.read_text(errors="replace").splitlines()
+            for n, line in enumerate(lines):
+                if any(m in line for m in ("unexpected database error", "unhandled", "Traceback")):
+                    found.append(" | ".join(lines[n : n + 25])[:3000])
+    return found
 
 
 def d1_failover(st: Stage, pace: Pace) -> DrillResult:
@@ -215,7 +238,7 @@ def _start_migration(st: Stage) -> subprocess.Popen[bytes]:
         **os.environ,
         **st.app_env(DB_USER=server.user, DB_PASSWORD=server.password),
     }
-    log = st.log_file("migration").open("wb")
+    log = st.open_log("migration")
     return subprocess.Popen(
         [sys.executable, "-m", "alembic", "upgrade", "head"],
         cwd=REPO,

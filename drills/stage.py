@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -146,7 +146,8 @@ class Stage:
 @contextmanager
 def stage() -> Iterator[Stage]:
     """A fresh replicated pair with the drill database, torn down afterwards."""
-    root = usable_root(Path(tempfile.mkdtemp(prefix="drills-", dir=_scratch())))
+    # Inside the checkout's git-ignored .localpg, like the other throwaway clusters.
+    root = usable_root(REPO / ".localpg" / f"drills-{os.getpid()}-{secrets.token_hex(3)}")
     pair = ReplicatedPair(root)
     try:
         pair.start()
@@ -173,13 +174,6 @@ def stage() -> Iterator[Stage]:
     finally:
         pair.stop()
         shutil.rmtree(root, ignore_errors=True)
-
-
-def _scratch() -> Path:
-    # Inside the checkout's git-ignored .localpg, like the other throwaway clusters.
-    path = REPO / ".localpg"
-    path.mkdir(exist_ok=True)
-    return path
 
 
 def customer_id(st: Stage) -> int:

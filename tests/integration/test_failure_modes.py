@@ -54,16 +54,30 @@ def write(db: Database) -> int:
     return int(pid)
 
 
+def server_read_only(admin: Connection, on: bool) -> None:
+    """Make the whole server read-only (or not), sessions already open too, as a demoted
+    writer is; wait until the reload has reached the backends (it is asynchronous)."""
+    if on:
+        admin.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+    else:
+        admin.execute("ALTER SYSTEM RESET default_transaction_read_only")
+    admin.execute("SELECT pg_reload_conf()")
+    want = "on" if on else "off"
+    for _ in range(100):
+        if admin.execute("SHOW default_transaction_read_only").fetchone() == (want,):
+            break
+        time.sleep(0.02)
+    time.sleep(0.2)  # the other backends take the signal at about the same time
+
+
 @pytest.fixture
 def read_only_server(admin: Connection) -> Iterator[None]:
-    """Turn the whole server read-only, as a demoted writer is; sessions already open too."""
-    admin.execute("ALTER SYSTEM SET default_transaction_read_only = on")
-    admin.execute("SELECT pg_reload_conf()")
+    """The server read-only for the rest of the test."""
+    server_read_only(admin, True)
     try:
         yield
     finally:
-        admin.execute("ALTER SYSTEM RESET default_transaction_read_only")
-        admin.execute("SELECT pg_reload_conf()")
+        server_read_only(admin, False)
 
 
 def test_a_demoted_writer_invalidates_the_pool_and_no_connection_stays_on_it(
@@ -95,14 +109,12 @@ def test_the_writer_recovers_without_a_restart_once_the_server_is_writable(
     db = Database.from_settings(replace(app_settings, connect_retry_budget=1))
     request.addfinalizer(db.dispose)
     before = write(db)
-    admin.execute("ALTER SYSTEM SET default_transaction_read_only = on")
-    admin.execute("SELECT pg_reload_conf()")
+    server_read_only(admin, True)
     try:
         with pytest.raises(sa_exc.DBAPIError):
             write(db)
     finally:
-        admin.execute("ALTER SYSTEM RESET default_transaction_read_only")
-        admin.execute("SELECT pg_reload_conf()")
+        server_read_only(admin, False)
     after = write(db)  # the same Database object: no process restart
     assert after != before
 
@@ -243,3 +255,12 @@ def test_a_refused_secret_outside_a_rotation_fails_after_the_window(
     finally:
         db.dispose()
     assert 2 <= provider.fetches < 10  # bounded by DB_SECRET_RETRY_WINDOW, not the budget
+
+
+def test_a_connection_lost_after_the_work_is_done_does_not_fail_the_unit_of_work(db, admin):
+    with db.unit_of_work(read_only=True) as uow:
+        pid = uow.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+        admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
+    # The read stood; its rollback on a dead connection was not an error, and the pool heals.
+    with db.unit_of_work(read_only=True) as uow:
+        assert uow.execute(sa.text("SELECT pg_backend_pid()")).scalar_one() != pid
