@@ -66,6 +66,8 @@ def create_engine(
     url = URL.create("postgresql+psycopg2", host=host, port=settings.port, database=settings.name)
     connect_args: dict[str, Any] = {
         "sslmode": settings.sslmode,
+        # Documents the intent for libpq; in psycopg2's green mode (dataaccess.timeouts)
+        # libpq leaves the connect timeout to the wait callback, which enforces it.
         "connect_timeout": settings.connect_timeout,
         "application_name": settings.application_name,
         # Set at login, so every connection has it before its first statement
@@ -114,8 +116,8 @@ def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
 
     A ping is a round trip, on top of the three of a point read. A connection
     that went back to the pool moments ago has just worked; one that sat idle
-    (a frozen Lambda, a quiet night, a failover) is the one worth checking. When a statement on an
-    unpinged connection does hit a dead server, SQLAlchemy invalidates the
+    (a frozen Lambda, a quiet night, a failover) is the one worth checking. When a
+    statement on an unpinged connection does hit a dead server, SQLAlchemy invalidates the
     whole pool, so the next checkout reconnects. This is SQLAlchemy's
     "custom pessimistic ping" recipe: a failed ping raises DisconnectionError,
     and the pool replaces the connection and tries again.

@@ -21,6 +21,7 @@ from sqlalchemy import exc as sa_exc
 from dataaccess import Database, Settings
 from dataaccess.credentials import SecretsManagerProvider
 from dataaccess.resilience import is_unavailable
+from drills.faults import TcpForwarder
 from scripts.devdb import set_password
 from scripts.localpg import free_port
 from tests.lambda_.helpers import count_connect_attempts
@@ -264,3 +265,27 @@ def test_a_connection_lost_after_the_work_is_done_does_not_fail_the_unit_of_work
     # The read stood; its rollback on a dead connection was not an error, and the pool heals.
     with db.unit_of_work(read_only=True) as uow:
         assert uow.execute(sa.text("SELECT pg_backend_pid()")).scalar_one() != pid
+
+
+def test_a_silent_peer_is_given_up_on_after_the_socket_timeout(app_settings):
+    with TcpForwarder(app_settings.port) as endpoint:
+        settings = replace(
+            app_settings, port=endpoint.port, socket_timeout=1, connect_retry_budget=0
+        )
+        db = Database.from_settings(settings)
+        try:
+            pid = write(db)
+            endpoint.blackhole(True)  # acknowledges, then never answers: keepalives see nothing
+            started = time.monotonic()
+            with pytest.raises(sa_exc.DBAPIError) as caught:
+                write(db)
+            waited = time.monotonic() - started
+            assert caught.value.connection_invalidated  # never handed out again
+            # A new connect meets the same silence and is bounded by its connect timeout.
+            with pytest.raises(sa_exc.OperationalError):
+                write(db)
+            endpoint.blackhole(False)
+            assert write(db) != pid
+        finally:
+            db.dispose()
+    assert waited < settings.connect_timeout  # the 1 s socket bound, not a connect or TCP timeout
