@@ -19,6 +19,7 @@ each record gets its own unit of work, so only the records that fail again fail.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import traceback
@@ -38,7 +39,10 @@ from dataaccess.ingest import IngestResult, ingest_stock_events
 from dataaccess.resilience import connect_deadline, is_unavailable
 from dataaccess.services import StockEventIn
 
-logger = Logger()  # service name from POWERTOOLS_SERVICE_NAME, level from LOG_LEVEL
+# Service name from POWERTOOLS_SERVICE_NAME, level from LOG_LEVEL. ASCII-escaped JSON
+# (Powertools writes raw UTF-8): a hostile event id with a lone surrogate ("\ud800")
+# would otherwise fail to encode, and its failure line would be lost.
+logger = Logger(json_serializer=functools.partial(json.dumps, separators=(",", ":"), default=str))
 
 _database: Database | None = None
 _writer_credentials: CredentialProvider | None = None
@@ -279,7 +283,8 @@ def parse_stock_event(body: str) -> StockEventIn:
     """Validate a record body into a StockEventIn; raise MalformedEventError naming the field."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # Very deep nesting ("[" * 100000) makes json.loads give up with RecursionError.
         raise MalformedEventError("body is not valid JSON") from None
     if not isinstance(data, dict):
         raise MalformedEventError("body must be a JSON object")

@@ -176,3 +176,26 @@ def test_stock_past_the_column_range_is_rejected_in_the_batch_and_logs_no_parame
     failure = next(line for line in log_lines(out) if line["message"] == "stock event failed")
     assert failure["message_id"] == "msg-0001"
     assert failure["error"].startswith("InvalidRequestError: event big-2 would take the stock")
+
+
+def test_an_event_id_python_cannot_encode_is_reported_and_logged(
+    handler_env, new_handler, seeded, lambda_context, capsys
+):
+    handler = new_handler()
+    # A lone surrogate, escaped in the JSON: it parses, but neither UTF-8 nor the database takes it.
+    event = sqs_event(
+        '{"event_id": "\\ud800", "sku": "SKU-RED", "delta": 1, "reason": "x", '
+        '"occurred_at": "2024-06-03T08:00:00+00:00"}',
+        stock_body("fine-1", "SKU-RED", 1),
+    )
+
+    response = handler.stock_events_handler(event, lambda_context)
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": "msg-0000"}]}
+    assert stock(seeded, "SKU-RED") == 6
+    failed = [
+        line
+        for line in log_lines(capsys.readouterr().out)
+        if line["message"] == "stock event failed"
+    ]
+    assert [line["event_id"] for line in failed] == ["\ud800"]

@@ -53,6 +53,14 @@ def test_a_malformed_body_names_the_field_not_its_value(handler, body, message):
     assert "last tuesday" not in str(caught.value)
 
 
+@pytest.mark.parametrize("body", ["[" * 100_000, '{"delta": ' * 100_000])
+def test_json_nested_too_deeply_is_malformed_not_a_crash(handler, body):
+    # json.loads gives up on deep nesting with RecursionError, not ValueError: uncaught, it
+    # failed the whole batch instead of this one record (found by drill D7).
+    with pytest.raises(handler.MalformedEventError, match="not valid JSON"):
+        handler.parse_stock_event(body)
+
+
 def test_the_recorded_batch_has_the_cases_the_handler_must_tell_apart():
     bodies = [r["body"] for r in load_event("sqs_stock_events.json")["Records"]]
     parsed = [json.loads(b) if b.startswith('{"') else None for b in bodies]
