@@ -40,6 +40,7 @@ ENV_VARS: tuple[str, ...] = (
     "DB_READER_HOST",
     "DB_IAM_HOST",
     "DB_SSLMODE",
+    "DB_ALLOW_INSECURE_TLS",
     "DB_SSLROOTCERT",
     "DB_POOL_SIZE",
     "DB_MAX_OVERFLOW",
@@ -123,6 +124,7 @@ class Settings:
         env = _Env(os.environ if environ is None else environ)
         auth = env.choice("DB_AUTH", AUTH_MODES, "iam")
         sslmode = env.choice("DB_SSLMODE", SSL_MODES, "verify-full")
+        _check_tls(env, sslmode)
         if runtime is None:
             runtime = "lambda" if env.optional("AWS_LAMBDA_FUNCTION_NAME") else "service"
         statement_timeout_ms = env.integer("DB_STATEMENT_TIMEOUT_MS", 30_000, low=0)
@@ -170,6 +172,30 @@ def iam_login_role(environ: Mapping[str, str] | None = None) -> str:
     return _Env(os.environ if environ is None else environ).identifier("DB_IAM_USER", "app_iam")
 
 
+# Set by the Lambda runtime (AWS_Lambda_python3.12) and by ECS (AWS_ECS_FARGATE, and the
+# task metadata endpoint), never by a local emulation: where an unverified server is
+# never acceptable.
+_AWS_RUNTIME_MARKERS = ("AWS_EXECUTION_ENV", "ECS_CONTAINER_METADATA_URI_V4")
+
+
+def _check_tls(env: _Env, sslmode: str) -> None:
+    """Only verify-full checks that the server is the one named: anything less needs an
+    explicit, local-only opt-in, so a typo or a copied .env cannot downgrade production."""
+    if sslmode == "verify-full":
+        return
+    if not env.flag("DB_ALLOW_INSECURE_TLS"):
+        raise SettingsError(
+            f"DB_SSLMODE={sslmode} does not verify the server (only verify-full does); "
+            "set DB_ALLOW_INSECURE_TLS=true for a local database"
+        )
+    running_in = [name for name in _AWS_RUNTIME_MARKERS if env.optional(name)]
+    if running_in:
+        raise SettingsError(
+            f"DB_ALLOW_INSECURE_TLS is for local databases only; refused here ({running_in[0]} "
+            "is set): use DB_SSLMODE=verify-full with the RDS CA bundle"
+        )
+
+
 def _region(env: _Env, *, required: bool) -> str | None:
     region = env.optional("DB_REGION") or env.optional("AWS_REGION")
     if region is None:
@@ -200,6 +226,12 @@ class _Env:
         if len(value) > max_len:
             raise SettingsError(f"{name} must be at most {max_len} characters")
         return value
+
+    def flag(self, name: str) -> bool:
+        raw = (self.optional(name) or "false").lower()
+        if raw not in ("true", "false", "1", "0", "yes", "no"):
+            raise SettingsError(f"{name} must be true or false; got {raw!r}")
+        return raw in ("true", "1", "yes")
 
     def choice(self, name: str, allowed: tuple[str, ...], default: str) -> str:
         value = (self.optional(name) or default).lower()

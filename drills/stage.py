@@ -21,7 +21,7 @@ import psycopg2
 from dataaccess import Settings
 from drills.faults import ReplicatedPair, TcpForwarder
 from scripts.devdb import APP_ROLE, superuser_settings
-from scripts.localpg import LocalPostgres, free_port, usable_root
+from scripts.localpg import LocalPostgres, free_port, tls_env, usable_root
 from scripts.run_local import provision, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,7 +59,7 @@ class Stage:
             "DB_USER": APP_ROLE,
             "DB_AUTH": "password",
             "DB_PASSWORD": self.app_password,
-            "DB_SSLMODE": "disable",
+            **tls_env(None),
             "DB_APPLICATION_NAME": "drill",
             **overrides,
         }

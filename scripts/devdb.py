@@ -12,6 +12,7 @@ from alembic.config import Config
 from sqlalchemy.engine import Connection
 
 from dataaccess import Settings, create_engine
+from scripts.localpg import tls_env
 
 REPO = Path(__file__).resolve().parent.parent
 APP_ROLE = "app_iam"
@@ -29,7 +30,7 @@ def local_settings(
             "DB_USER": user,
             "DB_AUTH": "password",
             "DB_PASSWORD": password,
-            "DB_SSLMODE": "disable",
+            **tls_env(None),
             **env,
         }
     )

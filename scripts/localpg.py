@@ -52,8 +52,16 @@ def pg_bindir() -> Path:
 def tls_env(ca_file: str | Path | None) -> dict[str, str]:
     """DB_SSLMODE / DB_SSLROOTCERT for a local cluster: verify-full as in AWS when it has TLS."""
     if ca_file is None:
-        return {"DB_SSLMODE": "disable"}
+        return {"DB_SSLMODE": "disable", "DB_ALLOW_INSECURE_TLS": "true"}
     return {"DB_SSLMODE": "verify-full", "DB_SSLROOTCERT": str(ca_file)}
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to a file only its owner can read, from the moment it exists."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
 
 
 def free_port() -> int:
@@ -142,8 +150,7 @@ class LocalPostgres:
         if self.datadir.exists():
             shutil.rmtree(self.datadir)
         pwfile = self.root / "superuser.password"
-        pwfile.write_text(primary.password + "\n")
-        pwfile.chmod(0o600)
+        write_private(pwfile, primary.password + "\n")
         owner = _server_os_user()
         if owner is not None:
             shutil.chown(self.root, owner.pw_uid, owner.pw_gid)
@@ -200,6 +207,8 @@ class LocalPostgres:
         if not cert.exists():
             if shutil.which("openssl") is None:
                 return ""
+            # The key file exists, owner-only, before openssl writes the key into it.
+            write_private(key, "")
             subprocess.run(
                 [
                     "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
@@ -210,7 +219,6 @@ class LocalPostgres:
                 capture_output=True,
                 check=True,
             )  # fmt: skip
-            key.chmod(0o600)  # PostgreSQL refuses a key others can read
             owner = _server_os_user()
             if owner is not None:
                 shutil.chown(key, owner.pw_uid, owner.pw_gid)
@@ -221,8 +229,7 @@ class LocalPostgres:
         if self.datadir.exists():
             shutil.rmtree(self.datadir)
         password = secrets.token_urlsafe(24)
-        pwfile.write_text(password + "\n")
-        pwfile.chmod(0o600)
+        write_private(pwfile, password + "\n")
         owner = _server_os_user()
         if owner is not None:
             # The server's OS user must own the data folder and read the password file once.

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient, FlaskCliRunner
 
 from api import create_app
 from dataaccess import Database, Settings
-from scripts.localpg import free_port
+from scripts.localpg import free_port, tls_env
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "DB_USER": settings.user,
         "DB_AUTH": "password",
         "DB_PASSWORD": settings.password,
-        "DB_SSLMODE": "disable",
+        **tls_env(None),
     }
 
 

@@ -23,7 +23,7 @@ from dataaccess.credentials import SecretsManagerProvider
 from dataaccess.resilience import is_unavailable
 from drills.faults import TcpForwarder
 from scripts.devdb import set_password
-from scripts.localpg import free_port
+from scripts.localpg import free_port, tls_env
 from tests.lambda_.helpers import count_connect_attempts
 
 REGION = "eu-west-1"
@@ -210,7 +210,7 @@ def test_a_login_refused_during_a_rotation_waits_for_the_secret(
             "DB_AUTH": "secret",
             "DB_SECRET_ID": arn,
             "DB_REGION": REGION,
-            "DB_SSLMODE": "disable",
+            **tls_env(None),
             "DB_CONNECT_RETRY_BUDGET": "10",
         }
     )

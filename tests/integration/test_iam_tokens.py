@@ -16,6 +16,7 @@ from moto import mock_aws
 from dataaccess import Database, Settings, create_engine
 from dataaccess.credentials import IAM_TOKEN_LIFETIME, IAM_TOKEN_REFRESH_MARGIN, IamTokenProvider
 from scripts.devdb import set_password
+from scripts.localpg import tls_env
 
 REGION = "eu-west-1"
 T0 = dt.datetime(2026, 1, 5, 9, 0, 0, tzinfo=dt.UTC)
@@ -37,7 +38,7 @@ def iam_settings(app_settings, login_role):
             "DB_USER": login_role,
             "DB_AUTH": "iam",
             "DB_REGION": REGION,
-            "DB_SSLMODE": "disable",
+            **tls_env(None),
         }
     )
 

@@ -11,6 +11,7 @@ from moto import mock_aws
 from dataaccess import Database, Settings
 from dataaccess.credentials import SecretsManagerProvider
 from scripts.devdb import set_password
+from scripts.localpg import tls_env
 
 REGION = "eu-west-1"
 
@@ -37,7 +38,7 @@ def test_rotation_costs_one_refused_login_and_no_failed_call(
             "DB_AUTH": "secret",
             "DB_SECRET_ID": arn,
             "DB_REGION": REGION,
-            "DB_SSLMODE": "disable",
+            **tls_env(None),
         }
     )
     provider = SecretsManagerProvider(secret_id=arn, region=REGION, ttl=3600, client=secrets_client)

@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from dataaccess import Database, Settings, services
+from scripts.localpg import tls_env
 
 REPO = Path(__file__).resolve().parents[2]
 HANDLER_PATH = REPO / "lambda" / "handler.py"
@@ -49,7 +50,7 @@ def lambda_env(settings: Settings) -> dict[str, str]:
         "DB_USER": settings.user or "",
         "DB_AUTH": "password",
         "DB_PASSWORD": settings.password,
-        "DB_SSLMODE": "disable",
+        **tls_env(None),
         "DB_APPLICATION_NAME": f"lambda-test-{secrets.token_hex(4)}",
     }
 

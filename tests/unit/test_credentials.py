@@ -186,6 +186,7 @@ def test_db_iam_host_applies_to_the_writer_only():
             "DB_USER": "app_iam",
             "DB_REGION": REGION,
             "DB_SSLMODE": "require",
+            "DB_ALLOW_INSECURE_TLS": "true",
         }
     )
     writer = provider_for(settings, settings.host)

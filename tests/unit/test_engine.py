@@ -11,6 +11,7 @@ ENV = {
     "DB_AUTH": "password",
     "DB_PASSWORD": "pw-not-in-url",
     "DB_SSLMODE": "require",
+    "DB_ALLOW_INSECURE_TLS": "true",
     "DB_POOL_SIZE": "7",
     "DB_MAX_OVERFLOW": "3",
 }
@@ -31,7 +32,8 @@ def test_idle_zero_selects_sqlalchemy_ping_on_every_checkout():
 
 
 def test_lambda_gets_one_connection_and_no_overflow():
-    engine = create_engine(Settings.from_env({**ENV, "AWS_LAMBDA_FUNCTION_NAME": "fn"}))
+    lambda_env = {**ENV, "AWS_LAMBDA_FUNCTION_NAME": "fn", "DB_SSLMODE": "verify-full"}
+    engine = create_engine(Settings.from_env({**lambda_env, "DB_SSLROOTCERT": __file__}))
     assert engine.pool.size() == 1
     assert engine.pool._max_overflow == 0
 

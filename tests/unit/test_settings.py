@@ -10,6 +10,7 @@ BASE = {
     "DB_USER": "app_iam",
     "DB_REGION": "eu-west-1",
     "DB_SSLMODE": "require",
+    "DB_ALLOW_INSECURE_TLS": "true",
 }
 
 
@@ -33,15 +34,23 @@ def test_region_falls_back_to_aws_region():
     assert settings.region == "ap-northeast-1"
 
 
+VERIFIED = {"DB_SSLMODE": "verify-full", "DB_SSLROOTCERT": __file__, "DB_ALLOW_INSECURE_TLS": None}
+
+
 def test_lambda_is_detected_from_its_environment():
-    assert Settings.from_env(env(AWS_LAMBDA_FUNCTION_NAME="stock-events")).in_lambda
+    assert Settings.from_env(env(AWS_LAMBDA_FUNCTION_NAME="stock-events", **VERIFIED)).in_lambda
+
+
+def test_verify_full_needs_no_opt_in_anywhere():
+    settings = Settings.from_env(env(ECS_CONTAINER_METADATA_URI_V4="http://x/v4", **VERIFIED))
+    assert settings.sslmode == "verify-full"
 
 
 @pytest.mark.parametrize(
     ("runtime_env", "runtime", "budget"),
     [
         ({}, None, 3),  # the API: answer 503 soon rather than hold a worker thread
-        ({"AWS_LAMBDA_FUNCTION_NAME": "fn"}, None, 60),  # capped by the remaining time
+        ({"AWS_LAMBDA_FUNCTION_NAME": "fn", **VERIFIED}, None, 60),  # capped by remaining time
         ({}, "migration", 300),  # wait for a restart or a resume before migrating
         ({"DB_CONNECT_RETRY_BUDGET": "7"}, "migration", 7),
     ],
@@ -91,6 +100,11 @@ def test_secret_mode_takes_the_user_from_the_secret():
         ({"DB_PORT": "fivefourthreetwo"}, "DB_PORT"),
         ({"DB_PORT": "70000"}, "DB_PORT"),
         ({"DB_SSLMODE": "sometimes"}, "DB_SSLMODE"),
+        ({"DB_ALLOW_INSECURE_TLS": None}, "DB_SSLMODE"),  # require does not verify the server
+        ({"DB_SSLMODE": "verify-ca", "DB_ALLOW_INSECURE_TLS": None}, "DB_SSLMODE"),
+        ({"DB_ALLOW_INSECURE_TLS": "maybe"}, "DB_ALLOW_INSECURE_TLS"),
+        ({"AWS_EXECUTION_ENV": "AWS_Lambda_python3.12"}, "DB_ALLOW_INSECURE_TLS"),  # not in AWS
+        ({"ECS_CONTAINER_METADATA_URI_V4": "http://169.254.170.2/v4/x"}, "DB_ALLOW_INSECURE_TLS"),
         ({"DB_SSLMODE": "verify-full"}, "DB_SSLROOTCERT"),
         ({"DB_SSLMODE": "verify-ca", "DB_SSLROOTCERT": "/no/such/bundle.pem"}, "DB_SSLROOTCERT"),
         ({"DB_POOL_SIZE": "0"}, "DB_POOL_SIZE"),
