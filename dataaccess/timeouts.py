@@ -14,8 +14,8 @@ blocking connects), so the connect phase uses the same callback with the
 connect timeout as its limit.
 
 The callback is process-wide (psycopg2 allows one); connections that are not
-`BoundedConnection`s, such as a library's own psycopg2 connections, wait
-without a limit, exactly as in blocking mode.
+`BoundedConnection`s, such as a library's own psycopg2 connections, wait as in
+blocking mode: their `connect_timeout` bounds the login, nothing bounds a query.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def factory(*, connect_limit: float, wait_limit: float) -> Any:
 
 def wait(conn: ext.connection) -> None:
     """psycopg2 wait callback: poll until done, never waiting longer than the limit."""
-    limit = getattr(conn, "wait_limit", None)
+    limit = conn.wait_limit if isinstance(conn, BoundedConnection) else _login_limit(conn)
     timeout_ms = None if limit is None else int(limit * 1000)
     while True:
         state = conn.poll()
@@ -75,6 +75,25 @@ def wait(conn: ext.connection) -> None:
             raise psycopg2.OperationalError(f"bad state from poll: {state}")
         if not poller.poll(timeout_ms):
             _give_up(conn, fd)
+
+
+_CONNECTED = frozenset({ext.STATUS_READY, ext.STATUS_BEGIN, ext.STATUS_PREPARED})
+
+
+def _login_limit(conn: ext.connection) -> float | None:
+    """libpq's own `connect_timeout` for a foreign connection still logging in, else None.
+
+    Blocking libpq enforces it; in green mode that falls to us. Like libpq: 0 or
+    unset waits forever, and anything under 2 s counts as 2 s.
+    """
+    if conn.status in _CONNECTED:
+        return None
+    raw = ext.parse_dsn(conn.dsn).get("connect_timeout", "0")
+    try:
+        seconds = int(raw)
+    except ValueError:
+        return None
+    return None if seconds <= 0 else float(max(seconds, 2))
 
 
 def _give_up(conn: ext.connection, fd: int) -> None:

@@ -68,6 +68,18 @@ def connect() -> Iterator[Connect]:
             conn.close()
 
 
+@pytest.fixture(autouse=True)
+def blocking_psycopg2() -> Iterator[None]:
+    """These tests drive plain, blocking psycopg2 (closing a hung connection from another
+    thread, as a crashed client would); dataaccess may have put the process in green mode."""
+    callback = psycopg2.extensions.get_wait_callback()
+    psycopg2.extensions.set_wait_callback(None)
+    try:
+        yield
+    finally:
+        psycopg2.extensions.set_wait_callback(callback)
+
+
 @pytest.fixture
 def forwarder(pair: ReplicatedPair) -> Iterator[TcpForwarder]:
     fwd = TcpForwarder(pair.primary.port)
