@@ -9,6 +9,9 @@
 #   5. ecs-api stack (service update to the migrated image)
 #   6. lambda zip upload and lambda stack (function update)
 #
+# The API load balancer is internal unless --public (or PUBLIC_API=true) asks
+# for an internet-facing one.
+#
 # --dry-run prints every command instead of running it and calls no AWS API;
 # values that would come from AWS are shown as <placeholders>.
 #
@@ -17,21 +20,32 @@ set -euo pipefail
 
 usage() {
   cat <<'USAGE'
-usage: scripts/deploy.sh [--dry-run]
+usage: scripts/deploy.sh [--dry-run] [--public]
+
+  --dry-run   print every command, call nothing
+  --public    internet-facing API load balancer (same as PUBLIC_API=true);
+              without it the load balancer is internal
 
 Required in the environment (real runs): AWS_REGION, VPC_ID, PRIVATE_SUBNET_IDS,
 PUBLIC_SUBNET_IDS (comma-separated), CERTIFICATE_ARN, ARTIFACT_BUCKET,
-TF_BACKEND_CONFIG. Optional: PROJECT (dataaccess), ENVIRONMENT (dev), IMAGE_TAG
-(the commit), AWS_API_EGRESS_CIDR, ACCESS_LOG_BUCKET, ALARM_TOPIC_ARN,
-MASTER_USERNAME (dbadmin), DB_IAM_USER (app_iam), DATABASE_NAME (inventory),
-MIGRATION_TIMEOUT_SECONDS (1800).
+TF_BACKEND_CONFIG, PYTHON_IMAGE_DIGEST (sha256:... of python:3.12-slim),
+RDS_CA_BUNDLE_SHA256 (hex SHA-256 of the RDS global CA bundle), and the
+token issuer the API trusts: AUTH_ISSUER, AUTH_AUDIENCE, AUTH_JWKS_URL (the
+API accepts no anonymous calls). Optional:
+PROJECT (dataaccess), ENVIRONMENT (dev), IMAGE_TAG (the commit), PUBLIC_API
+(false), ALB_INGRESS_CIDR (the VPC CIDR; 0.0.0.0/0 when public), VPC_CIDR
+(looked up), ARTIFACT_BUCKET_OWNER (the deploying account), AWS_API_EGRESS_CIDR,
+ACCESS_LOG_BUCKET, ALARM_TOPIC_ARN, MASTER_USERNAME (dbadmin), DB_IAM_USER
+(app_iam), DATABASE_NAME (inventory), MIGRATION_TIMEOUT_SECONDS (1800).
 USAGE
 }
 
 DRY_RUN=0
+PUBLIC_API="${PUBLIC_API:-false}"
 while (($#)); do
   case "$1" in
     --dry-run) DRY_RUN=1 ;;
+    --public) PUBLIC_API=true ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
   esac
@@ -93,14 +107,36 @@ require() {
 }
 
 for var in AWS_REGION VPC_ID PRIVATE_SUBNET_IDS PUBLIC_SUBNET_IDS CERTIFICATE_ARN \
-  ARTIFACT_BUCKET TF_BACKEND_CONFIG; do
+  ARTIFACT_BUCKET TF_BACKEND_CONFIG PYTHON_IMAGE_DIGEST RDS_CA_BUNDLE_SHA256 \
+  AUTH_ISSUER AUTH_AUDIENCE AUTH_JWKS_URL; do
   require "$var"
 done
+
+# Supply-chain pins: the base image by digest and the CA bundle by checksum
+# (api/Dockerfile has no defaults for them; docs/infrastructure.md, "Supply
+# chain", says where they come from). The zip's bundle is checked against the
+# same checksum by scripts/package_lambda.py.
+if ((!DRY_RUN)); then
+  [[ "$PYTHON_IMAGE_DIGEST" =~ ^sha256:[0-9a-f]{64}$ ]] ||
+    die "PYTHON_IMAGE_DIGEST must be sha256:<64 hex digits> (the digest of python:3.12-slim)"
+  [[ "$RDS_CA_BUNDLE_SHA256" =~ ^[0-9a-f]{64}$ ]] ||
+    die "RDS_CA_BUNDLE_SHA256 must be 64 lower-case hex digits (sha256sum of the RDS global bundle)"
+fi
+export RDS_CA_BUNDLE_SHA256
+
+case "$PUBLIC_API" in
+  true) LOAD_BALANCER_SCHEME=internet-facing ;;
+  false | "") PUBLIC_API=false LOAD_BALANCER_SCHEME=internal ;;
+  *) die "PUBLIC_API must be true or false, not '$PUBLIC_API'" ;;
+esac
 
 PROJECT="${PROJECT:-dataaccess}"
 ENVIRONMENT="${ENVIRONMENT:-dev}"
 PREFIX="$PROJECT-$ENVIRONMENT"
 AWS_API_EGRESS_CIDR="${AWS_API_EGRESS_CIDR:-0.0.0.0/0}"
+ALB_INGRESS_CIDR="${ALB_INGRESS_CIDR:-}"
+VPC_CIDR="${VPC_CIDR:-}"
+ARTIFACT_BUCKET_OWNER="${ARTIFACT_BUCKET_OWNER:-}"
 ACCESS_LOG_BUCKET="${ACCESS_LOG_BUCKET:-}"
 ALARM_TOPIC_ARN="${ALARM_TOPIC_ARN:-}"
 MASTER_USERNAME="${MASTER_USERNAME:-dbadmin}"
@@ -119,8 +155,12 @@ if [[ -z "${IMAGE_TAG:-}" ]]; then
   fi
 fi
 
+if [[ "$ALB_INGRESS_CIDR" == 0.0.0.0/0 && "$PUBLIC_API" != true ]]; then
+  die "ALB_INGRESS_CIDR=0.0.0.0/0 needs an internet-facing API: pass --public (PUBLIC_API=true)"
+fi
+
 if ((!DRY_RUN)); then
-  for tool in aws docker terraform make git sha256sum; do
+  for tool in aws docker terraform make git sha256sum base64; do
     command -v "$tool" >/dev/null || die "$tool is not installed"
   done
 fi
@@ -155,12 +195,31 @@ tf_output() {
   capture "<terraform.$1>" terraform -chdir=terraform output -raw "$1"
 }
 
+# The base64 of the SHA-256 given in hex: the form S3 checksums take.
+hex_to_base64() {
+  local hex="$1" i
+  for ((i = 0; i < ${#hex}; i += 2)); do
+    printf "\\x${hex:i:2}"
+  done | base64
+}
+
 # 1. Foundations --------------------------------------------------------------
+
+if [[ -z "$VPC_CIDR" ]]; then
+  VPC_CIDR="$(capture '<vpc.CidrBlock>' "${AWS[@]}" ec2 describe-vpcs --vpc-ids "$VPC_ID" \
+    --query 'Vpcs[0].CidrBlock' --output text)"
+fi
+if [[ -z "$ALB_INGRESS_CIDR" ]]; then
+  if [[ "$PUBLIC_API" == true ]]; then ALB_INGRESS_CIDR=0.0.0.0/0; else ALB_INGRESS_CIDR="$VPC_CIDR"; fi
+fi
+say "API load balancer: $LOAD_BALANCER_SCHEME, reachable from $ALB_INGRESS_CIDR"
 
 deploy_stack network \
   "VpcId=$VPC_ID" \
+  "VpcCidr=$VPC_CIDR" \
   "PrivateSubnetIds=$PRIVATE_SUBNET_IDS" \
   "PublicSubnetIds=$PUBLIC_SUBNET_IDS" \
+  "AlbIngressCidr=$ALB_INGRESS_CIDR" \
   "AwsApiEgressCidr=$AWS_API_EGRESS_CIDR"
 deploy_stack secrets "MasterUsername=$MASTER_USERNAME"
 deploy_stack aurora "DatabaseName=$DATABASE_NAME" "IamDbUser=$DB_IAM_USER"
@@ -208,7 +267,10 @@ else
   if ((!DRY_RUN)); then
     "${AWS[@]}" ecr get-login-password | docker login --username AWS --password-stdin "$REGISTRY"
   fi
-  run docker build --file api/Dockerfile --tag "$IMAGE_URI" .
+  run docker build --file api/Dockerfile \
+    --build-arg "PYTHON_IMAGE_DIGEST=$PYTHON_IMAGE_DIGEST" \
+    --build-arg "RDS_CA_BUNDLE_SHA256=$RDS_CA_BUNDLE_SHA256" \
+    --tag "$IMAGE_URI" .
   run docker push "$IMAGE_URI"
 fi
 
@@ -249,6 +311,10 @@ deploy_stack ecs-api \
   "CertificateArn=$CERTIFICATE_ARN" \
   "TaskRoleArn=$API_TASK_ROLE_ARN" \
   "ExecutionRoleArn=$API_EXECUTION_ROLE_ARN" \
+  "LoadBalancerScheme=$LOAD_BALANCER_SCHEME" \
+  "AuthIssuer=$AUTH_ISSUER" \
+  "AuthAudience=$AUTH_AUDIENCE" \
+  "AuthJwksUrl=$AUTH_JWKS_URL" \
   "AccessLogBucket=$ACCESS_LOG_BUCKET"
 
 # 6. Lambda functions ---------------------------------------------------------
@@ -256,12 +322,40 @@ deploy_stack ecs-api \
 say "lambda package"
 run make lambda-package
 ZIP_SHA="$(capture '<sha256-of-build/lambda.zip>' sha256sum build/lambda.zip)"
-CODE_KEY="lambda/$PREFIX/${ZIP_SHA%% *}.zip"
-if ((!DRY_RUN)) && "${AWS[@]}" s3api head-object --bucket "$ARTIFACT_BUCKET" --key "$CODE_KEY" >/dev/null 2>&1; then
-  say "s3://$ARTIFACT_BUCKET/$CODE_KEY already uploaded"
+ZIP_SHA="${ZIP_SHA%% *}"
+CODE_KEY="lambda/$PREFIX/$ZIP_SHA.zip"
+if ((DRY_RUN)); then
+  ZIP_CHECKSUM='<base64-sha256-of-build/lambda.zip>'
 else
-  trace "${AWS[@]}" s3api head-object --bucket "$ARTIFACT_BUCKET" --key "$CODE_KEY"
-  run "${AWS[@]}" s3 cp build/lambda.zip "s3://$ARTIFACT_BUCKET/$CODE_KEY"
+  [[ "$ZIP_SHA" =~ ^[0-9a-f]{64}$ ]] || die "sha256sum gave '$ZIP_SHA' for build/lambda.zip"
+  ZIP_CHECKSUM="$(hex_to_base64 "$ZIP_SHA")"
+fi
+# The code goes only to a bucket of the expected account (a bucket of that name
+# elsewhere gets nothing), and S3 stores it only if it arrives with this SHA-256.
+if [[ -z "$ARTIFACT_BUCKET_OWNER" ]]; then
+  ARTIFACT_BUCKET_OWNER="$(capture '<account-id>' "${AWS[@]}" sts get-caller-identity \
+    --query Account --output text)"
+fi
+if ((!DRY_RUN)); then
+  [[ "$ARTIFACT_BUCKET_OWNER" =~ ^[0-9]{12}$ ]] ||
+    die "ARTIFACT_BUCKET_OWNER must be a 12-digit account id, not '$ARTIFACT_BUCKET_OWNER'"
+fi
+S3_OBJECT=(--bucket "$ARTIFACT_BUCKET" --key "$CODE_KEY" --expected-bucket-owner "$ARTIFACT_BUCKET_OWNER")
+
+remote_checksum() {
+  capture "$ZIP_CHECKSUM" "${AWS[@]}" s3api head-object "${S3_OBJECT[@]}" --checksum-mode ENABLED \
+    --query ChecksumSHA256 --output text 2>/dev/null || true
+}
+
+if [[ "$(remote_checksum)" == "$ZIP_CHECKSUM" ]] && ((!DRY_RUN)); then
+  say "s3://$ARTIFACT_BUCKET/$CODE_KEY already uploaded (SHA-256 verified)"
+else
+  run "${AWS[@]}" s3api put-object "${S3_OBJECT[@]}" --body build/lambda.zip \
+    --checksum-algorithm SHA256 --checksum-sha256 "$ZIP_CHECKSUM" --output text
+  uploaded="$(remote_checksum)"
+  [[ "$uploaded" == "$ZIP_CHECKSUM" ]] ||
+    die "s3://$ARTIFACT_BUCKET/$CODE_KEY has SHA-256 '$uploaded', not $ZIP_CHECKSUM of build/lambda.zip"
+  say "s3://$ARTIFACT_BUCKET/$CODE_KEY uploaded (SHA-256 verified)"
 fi
 
 deploy_stack lambda \

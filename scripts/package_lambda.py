@@ -7,20 +7,27 @@ RDS CA bundle at `certs/rds-global-bundle.pem` when one is available.
 
 Not shipped: boto3/botocore (the Lambda runtime provides them; `--with-boto3`
 ships the tested version instead) and alembic (migrations run at deploy time,
-never inside a function). Dependencies are pinned to the versions installed in
-the running environment, i.e. the versions the tests ran against.
+never inside a function). Every dependency, transitive ones included, is
+installed at the version pinned in `constraints.txt`, which the API image
+(`api/Dockerfile`) installs from too; `--write-constraints` regenerates that file
+from the versions installed in the running environment (the versions the tests
+ran against), for the runtime dependencies only.
 
     python -m scripts.package_lambda [--output build/lambda.zip] [--with-boto3]
+    python -m scripts.package_lambda --write-constraints
 
 The CA bundle comes from RDS_CA_BUNDLE (a path), else certs/rds-global-bundle.pem
 in the checkout, else a download from AWS (saved to certs/ for next time); when
-all fail the zip is built without it, and the script says so.
+all fail the zip is built without it, and the script says so. With
+RDS_CA_BUNDLE_SHA256 set (the deploy sets it), a bundle with any other SHA-256 is
+refused and so is a zip without one.
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
 import os
 import re
 import shutil
@@ -33,12 +40,35 @@ import zipfile
 from importlib import metadata
 from pathlib import Path
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
 REPO = Path(__file__).resolve().parent.parent
 RUNTIME = "3.12"
 PLATFORM = "manylinux2014_x86_64"
 CA_URL = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
 CA_IN_ZIP = "certs/rds-global-bundle.pem"
 CA_CACHE = REPO / CA_IN_ZIP
+CONSTRAINTS = REPO / "constraints.txt"
+# Where the pinned dependencies run (the Lambda runtime and the API image):
+# environment markers are evaluated for it, not for the machine that packages.
+TARGET_MARKERS = {
+    "implementation_name": "cpython",
+    "os_name": "posix",
+    "platform_machine": "x86_64",
+    "platform_python_implementation": "CPython",
+    "platform_system": "Linux",
+    "python_full_version": f"{RUNTIME}.0",
+    "python_version": RUNTIME,
+    "sys_platform": "linux",
+}
+CONSTRAINTS_HEADER = """\
+# Runtime dependencies of dataaccess (core, api and lambda extras), transitive
+# ones included, pinned to the versions the tests ran against. Used by
+# scripts/package_lambda.py (the Lambda zip) and api/Dockerfile (the image).
+# Regenerate after changing the installed versions:
+#   .venv/bin/python -m scripts.package_lambda --write-constraints
+"""
 UNZIPPED_LIMIT = 250 * 1024 * 1024  # Lambda: code + layers, unzipped
 DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024  # above this the zip must go through S3 (it does anyway)
 # Fixed timestamps and modes: the same inputs give the same zip, byte for byte.
@@ -49,42 +79,110 @@ NOT_SHIPPED = {
 }
 
 
+def _project() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+
+def runtime_roots() -> list[str]:
+    """The requirement strings every runtime (the image or the zip) starts from."""
+    project = _project()
+    extras = project["optional-dependencies"]
+    return [*project["dependencies"], *extras["api"], *extras["lambda"]]
+
+
+def installed_runtime_pins() -> dict[str, str]:
+    """The runtime dependencies and everything they pull in on the target, by
+    canonical name, at the versions installed here; fails on a missing one."""
+    pins: dict[str, str] = {}
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    todo = [Requirement(spec) for spec in runtime_roots()]
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        key = (name, tuple(sorted(req.extras)))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            dist = metadata.distribution(req.name)
+        except metadata.PackageNotFoundError as exc:
+            raise SystemExit(f"{req.name} is required but not installed: install it first") from exc
+        if not req.specifier.contains(dist.version, prereleases=True):
+            raise SystemExit(f"installed {req.name}=={dist.version} does not satisfy {req}")
+        pins[name] = dist.version
+        for spec in dist.requires or []:
+            child = Requirement(spec)
+            if child.marker is None or any(
+                child.marker.evaluate({**TARGET_MARKERS, "extra": extra})
+                for extra in ("", *req.extras)
+            ):
+                todo.append(child)
+    return dict(sorted(pins.items()))
+
+
+def render_constraints(pins: dict[str, str]) -> str:
+    return CONSTRAINTS_HEADER + "".join(f"{name}=={version}\n" for name, version in pins.items())
+
+
+def read_constraints(path: Path = CONSTRAINTS) -> dict[str, str]:
+    """constraints.txt as {canonical name: version}; every line must be an exact pin."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, sep, version = line.partition("==")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9._+!-]+", version.strip()):
+            raise SystemExit(f"{path.name}: not an exact pin: {line}")
+        pins[canonicalize_name(name.strip())] = version.strip()
+    return pins
+
+
 def requirements(*, with_boto3: bool) -> list[str]:
-    """The core and `lambda` extra dependencies, pinned to the installed (tested) versions."""
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    """The core and `lambda` extra dependencies at their constraints.txt versions."""
+    project = _project()
     wanted = [*project["dependencies"], *project["optional-dependencies"]["lambda"]]
+    locked = read_constraints()
     pinned = []
     for spec in wanted:
-        name = re.split(r"[\s<>=!~;\[]", spec, maxsplit=1)[0]
+        name = Requirement(spec).name
         if name.lower() in NOT_SHIPPED and not (with_boto3 and name.lower() == "boto3"):
             continue
-        pinned.append(f"{name}=={metadata.version(name)}")
+        version = locked.get(canonicalize_name(name))
+        if version is None:
+            raise SystemExit(f"{name} is not pinned in {CONSTRAINTS.name}: run --write-constraints")
+        pinned.append(f"{name}=={version}")
     return pinned
 
 
+def install_command(target: Path, pins: list[str]) -> list[str]:
+    """pip install into `target` for the Lambda runtime; transitive dependencies
+    are held to constraints.txt too."""
+    return [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-compile",
+        "--target",
+        str(target),
+        "--platform",
+        PLATFORM,
+        "--implementation",
+        "cp",
+        "--python-version",
+        RUNTIME,
+        "--only-binary=:all:",
+        "--constraint",
+        str(CONSTRAINTS),
+        *pins,
+    ]
+
+
 def install_dependencies(target: Path, pins: list[str]) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-compile",
-            "--target",
-            str(target),
-            "--platform",
-            PLATFORM,
-            "--implementation",
-            "cp",
-            "--python-version",
-            RUNTIME,
-            "--only-binary=:all:",
-            *pins,
-        ],
-        check=True,
-    )
+    subprocess.run(install_command(target, pins), check=True)
     # Console scripts are useless in a function and hold build-machine paths.
     shutil.rmtree(target / "bin", ignore_errors=True)
 
@@ -99,7 +197,19 @@ def copy_sources(target: Path) -> None:
 
 
 def ca_bundle() -> tuple[bytes | None, str]:
-    """The RDS CA bundle and where it came from, or None and why not."""
+    """The RDS CA bundle and where it came from, or None and why not; with
+    RDS_CA_BUNDLE_SHA256 set, only a bundle with that SHA-256."""
+    bundle, origin = _find_ca_bundle()
+    expected = os.environ.get("RDS_CA_BUNDLE_SHA256", "").strip().lower()
+    if bundle is None or not expected:
+        return bundle, origin
+    actual = hashlib.sha256(bundle).hexdigest()
+    if actual != expected:
+        return None, f"{origin} has SHA-256 {actual}, not RDS_CA_BUNDLE_SHA256 {expected}"
+    return bundle, f"{origin}, SHA-256 verified"
+
+
+def _find_ca_bundle() -> tuple[bytes | None, str]:
     given = os.environ.get("RDS_CA_BUNDLE")
     if given:
         path = Path(given)
@@ -114,7 +224,8 @@ def ca_bundle() -> tuple[bytes | None, str]:
     except OSError as exc:
         return None, f"download from {CA_URL} failed ({type(exc).__name__}: {exc})"
     bundle, origin = _pem_or_none(data, CA_URL)
-    if bundle is not None:
+    expected = os.environ.get("RDS_CA_BUNDLE_SHA256", "").strip().lower()
+    if bundle is not None and (not expected or hashlib.sha256(bundle).hexdigest() == expected):
         CA_CACHE.parent.mkdir(exist_ok=True)
         CA_CACHE.write_bytes(bundle)
     return bundle, origin
@@ -195,7 +306,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--with-boto3", action="store_true", help="ship the tested boto3 instead of the runtime's"
     )
+    parser.add_argument(
+        "--write-constraints",
+        action="store_true",
+        help=f"write {CONSTRAINTS.name} from the installed runtime dependencies and exit",
+    )
     args = parser.parse_args(argv)
+    if args.write_constraints:
+        pins = installed_runtime_pins()
+        CONSTRAINTS.write_text(render_constraints(pins))
+        print(f"wrote {CONSTRAINTS.name}: {len(pins)} pins")
+        return 0
     pins = requirements(with_boto3=args.with_boto3)
     print(f"lambda package for python{RUNTIME} x86_64 ({PLATFORM}): {', '.join(pins)}")
     for name, why in NOT_SHIPPED.items():
@@ -211,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
             (staging / "certs").mkdir(exist_ok=True)
             (staging / CA_IN_ZIP).write_bytes(bundle)
             print(f"  RDS CA bundle: included as {CA_IN_ZIP} (from {origin})")
+        elif os.environ.get("RDS_CA_BUNDLE_SHA256"):
+            print(f"ERROR: RDS CA bundle refused: {origin}", file=sys.stderr)
+            return 1
         else:
             print(
                 f"  WARNING: RDS CA bundle NOT included: {origin}.\n"

@@ -3,6 +3,8 @@ a failed migration stops the deploy before the service is touched."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import re
 import shlex
@@ -15,9 +17,21 @@ from tests.infra.conftest import REPO
 
 DEPLOY = REPO / "scripts" / "deploy.sh"
 
+# What the fake sha256sum says build/lambda.zip hashes to, and its S3 form.
+ZIP_SHA256 = hashlib.sha256(b"lambda.zip").hexdigest()
+ZIP_CHECKSUM = base64.b64encode(bytes.fromhex(ZIP_SHA256)).decode()
+
+# head-object finds the object only after put-object; it then reports
+# $FAKE_STORED_CHECKSUM (what S3 would have stored).
 FAKE_AWS = """#!/usr/bin/env bash
 printf 'aws %s\\n' "$*" >>"$FAKE_LOG"
 case "$*" in
+  *"ec2 describe-vpcs"*) echo 10.20.0.0/16 ;;
+  *"sts get-caller-identity"*) echo 111122223333 ;;
+  *"s3api put-object"*) touch "$FAKE_LOG.uploaded" ;;
+  *"s3api head-object"*)
+    [[ -e "$FAKE_LOG.uploaded" ]] || exit 254
+    echo "$FAKE_STORED_CHECKSUM" ;;
   *RepositoryUri*) echo 111122223333.dkr.ecr.eu-west-1.amazonaws.com/dataaccess-dev/api ;;
   *describe-stacks*) echo fake-output ;;
   *"ecs run-task"*) echo arn:aws:ecs:eu-west-1:111122223333:task/dataaccess-dev/abc ;;
@@ -28,7 +42,7 @@ FAKE_TOOL = """#!/usr/bin/env bash
 printf '%s %s\\n' "$(basename "$0")" "$*" >>"$FAKE_LOG"
 case "$(basename "$0") $*" in
   "terraform "*output*) echo arn:aws:iam::111122223333:role/fake ;;
-  "sha256sum "*) echo "0123abcd  build/lambda.zip" ;;
+  "sha256sum "*) echo "$FAKE_ZIP_SHA256  build/lambda.zip" ;;
 esac
 """
 TOOLS = ("aws", "docker", "terraform", "make", "sha256sum")
@@ -50,6 +64,8 @@ def fake_path(tmp_path: Path) -> tuple[dict[str, str], Path]:
         "HOME": str(tmp_path),
         "FAKE_LOG": str(log),
         "BUILD_DIR": str(tmp_path / "build"),
+        "FAKE_ZIP_SHA256": ZIP_SHA256,
+        "FAKE_STORED_CHECKSUM": ZIP_CHECKSUM,
     }
     return env, log
 
@@ -96,7 +112,7 @@ def test_dry_run_runs_every_step_in_order(dry_run):
         r"^\+ aws .* ecs describe-tasks .*exitCode",
         r"deploy --stack-name dataaccess-dev-ecs-api ",
         r"^\+ make lambda-package",
-        r"^\+ aws .* s3 cp build/lambda.zip ",
+        r"^\+ aws .* s3api put-object .*--body build/lambda.zip ",
         r"deploy --stack-name dataaccess-dev-lambda ",
     ]
     positions = [index_of(dry_run, pattern) for pattern in order]
@@ -141,6 +157,66 @@ def test_real_run_without_configuration_fails_before_calling_anything(fake_path)
     assert log.read_text() == ""
 
 
+def test_load_balancer_is_internal_by_default(dry_run):
+    api = dry_run[index_of(dry_run, r"deploy --stack-name dataaccess-dev-ecs-api ")]
+    assert " LoadBalancerScheme=internal " in f"{api} "
+    assert "internet-facing" not in "\n".join(dry_run)
+    network = dry_run[index_of(dry_run, r"deploy --stack-name dataaccess-dev-network ")]
+    # The VPC's own CIDR, looked up from VPC_ID: never 0.0.0.0/0 unless public.
+    assert "AlbIngressCidr=<vpc.CidrBlock>" in network
+    assert "VpcCidr=<vpc.CidrBlock>" in network
+    assert index_of(dry_run, r"ec2 describe-vpcs --vpc-ids <VPC_ID>") < index_of(
+        dry_run, r"deploy --stack-name dataaccess-dev-network "
+    )
+
+
+@pytest.mark.parametrize(("args", "extra"), [(("--public",), {}), ((), {"PUBLIC_API": "true"})])
+def test_internet_facing_only_when_asked_for(fake_path, args, extra):
+    env, log = fake_path
+    result = deploy(env | extra, "--dry-run", *args)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    api = lines[index_of(lines, r"deploy --stack-name dataaccess-dev-ecs-api ")]
+    assert " LoadBalancerScheme=internet-facing " in f"{api} "
+    network = lines[index_of(lines, r"deploy --stack-name dataaccess-dev-network ")]
+    assert "AlbIngressCidr=0.0.0.0/0" in network
+    assert log.read_text() == ""
+
+
+def test_alb_ingress_cidr_can_be_narrowed_and_0000_needs_public(fake_path):
+    env, _ = fake_path
+    narrowed = deploy(env | {"ALB_INGRESS_CIDR": "10.9.0.0/16"}, "--dry-run", "--public")
+    assert narrowed.returncode == 0, narrowed.stderr
+    assert "AlbIngressCidr=10.9.0.0/16" in narrowed.stdout
+    refused = deploy(env | {"ALB_INGRESS_CIDR": "0.0.0.0/0"}, "--dry-run")
+    assert refused.returncode != 0
+    assert "--public" in refused.stderr
+    bogus = deploy(env | {"PUBLIC_API": "yes"}, "--dry-run")
+    assert bogus.returncode != 0
+    assert "PUBLIC_API must be true or false" in bogus.stderr
+
+
+def test_lambda_zip_goes_only_to_the_expected_owner_with_its_checksum(dry_run):
+    upload = dry_run[index_of(dry_run, r"s3api put-object ")]
+    assert "--expected-bucket-owner <account-id>" in upload
+    assert "--checksum-algorithm SHA256" in upload
+    assert "--checksum-sha256 <base64-sha256-of-build/lambda.zip>" in upload
+    assert " s3 cp " not in "\n".join(dry_run)
+    heads = [line for line in dry_run if "s3api head-object" in line]
+    assert len(heads) == 2  # is it there already; is what arrived what was sent
+    assert all("--expected-bucket-owner <account-id>" in h for h in heads)
+    assert all("--checksum-mode ENABLED" in h for h in heads)
+    assert index_of(dry_run, r"s3api put-object ") < index_of(
+        dry_run, r"deploy --stack-name dataaccess-dev-lambda "
+    )
+
+
+def test_image_build_gets_the_pinned_base_image_and_ca_checksum(dry_run):
+    build = dry_run[index_of(dry_run, r"^\+ docker build ")]
+    assert "--build-arg PYTHON_IMAGE_DIGEST=<PYTHON_IMAGE_DIGEST>" in build
+    assert "--build-arg RDS_CA_BUNDLE_SHA256=<RDS_CA_BUNDLE_SHA256>" in build
+
+
 def real_env(env: dict[str, str], migration_exit: str) -> dict[str, str]:
     return env | {
         "FAKE_MIGRATION_EXIT": migration_exit,
@@ -150,9 +226,31 @@ def real_env(env: dict[str, str], migration_exit: str) -> dict[str, str]:
         "PRIVATE_SUBNET_IDS": "subnet-a,subnet-b",
         "PUBLIC_SUBNET_IDS": "subnet-c,subnet-d",
         "CERTIFICATE_ARN": "arn:aws:acm:eu-west-1:111122223333:certificate/abc",
+        "AUTH_ISSUER": "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_example",
+        "AUTH_AUDIENCE": "example-client-id",
+        "AUTH_JWKS_URL": "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_example/.well-known/jwks.json",
         "ARTIFACT_BUCKET": "artifacts",
         "TF_BACKEND_CONFIG": "backend.hcl",
+        "PYTHON_IMAGE_DIGEST": "sha256:" + "ab" * 32,
+        "RDS_CA_BUNDLE_SHA256": "cd" * 32,
     }
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PYTHON_IMAGE_DIGEST", ""),
+        ("PYTHON_IMAGE_DIGEST", "python:3.12-slim"),
+        ("RDS_CA_BUNDLE_SHA256", ""),
+        ("RDS_CA_BUNDLE_SHA256", "sha256:" + "cd" * 32),
+    ],
+)
+def test_real_run_needs_the_supply_chain_pins(fake_path, name, value):
+    env, log = fake_path
+    result = deploy(real_env(env, migration_exit="0") | {name: value})
+    assert result.returncode != 0
+    assert name in result.stderr
+    assert log.read_text() == ""
 
 
 def test_failed_migration_stops_before_the_service_update(fake_path):
@@ -177,6 +275,31 @@ def test_successful_migration_lets_the_deploy_finish(fake_path):
     assert not any(c.startswith("docker build") for c in calls)
     tfvars = Path(env["BUILD_DIR"]) / "terraform.tfvars.json"
     assert '"cluster_resource_id": "fake-output"' in tfvars.read_text()
+    (upload,) = [c for c in calls if "s3api put-object" in c]
+    assert "--expected-bucket-owner 111122223333" in upload
+    assert f"--checksum-sha256 {ZIP_CHECKSUM}" in upload
+    assert f"lambda/dataaccess-dev/{ZIP_SHA256}.zip" in upload
+    api = calls[index_of(calls, r"dataaccess-dev-ecs-api")]
+    assert "LoadBalancerScheme=internal" in api
+    network = calls[index_of(calls, r"deploy --stack-name dataaccess-dev-network")]
+    assert "AlbIngressCidr=10.20.0.0/16" in network
+
+
+def test_upload_whose_stored_checksum_differs_stops_the_deploy(fake_path):
+    env, log = fake_path
+    result = deploy(real_env(env, migration_exit="0") | {"FAKE_STORED_CHECKSUM": "bm9wZQ=="})
+    assert result.returncode != 0
+    assert "has SHA-256 'bm9wZQ=='" in result.stderr
+    assert "dataaccess-dev-lambda" not in log.read_text()
+
+
+def test_bucket_owner_can_be_another_account(fake_path):
+    env, log = fake_path
+    result = deploy(real_env(env, migration_exit="0") | {"ARTIFACT_BUCKET_OWNER": "444455556666"})
+    assert result.returncode == 0, result.stderr
+    calls = log.read_text()
+    assert "sts get-caller-identity" not in calls
+    assert "--expected-bucket-owner 444455556666" in calls
 
 
 def test_script_is_strict():

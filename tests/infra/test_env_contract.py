@@ -13,6 +13,15 @@ from tests.infra.conftest import Resolver
 
 # Read by the API container (gunicorn.conf.py, create_app) and the functions, beside DB_*.
 APP_VARS = {"PORT", "WEB_CONCURRENCY", "GUNICORN_THREADS", "LOG_LEVEL", "POWERTOOLS_SERVICE_NAME"}
+# The API's token checks (api/auth.py, AuthSettings.from_env).
+AUTH_VARS = {
+    "AUTH_ISSUER",
+    "AUTH_AUDIENCE",
+    "AUTH_JWKS_URL",
+    "AUTH_ADMIN_SCOPE",
+    "AUTH_CUSTOMER_CLAIM",
+}
+APP_VARS |= AUTH_VARS
 KNOWN = set(ENV_VARS) | APP_VARS
 # What the app must be given in AWS with DB_AUTH=iam (AWS_REGION is not set by ECS).
 REQUIRED_IAM = {"DB_HOST", "DB_READER_HOST", "DB_NAME", "DB_USER", "DB_AUTH", "DB_REGION"}
@@ -47,6 +56,7 @@ def test_api_task_provides_the_iam_settings(templates, resolver, tmp_path):
     assert set(env) <= KNOWN, set(env) - KNOWN
     assert env.keys() >= REQUIRED_IAM | {"PORT", "WEB_CONCURRENCY", "GUNICORN_THREADS", "LOG_LEVEL"}
     assert env["PORT"] == 8000
+    assert env.keys() >= AUTH_VARS  # no anonymous API in AWS either
     settings = settings_from(env, tmp_path, "/app/certs/rds-global-bundle.pem")
     assert settings.auth == "iam"
     assert settings.sslmode == "verify-full"
