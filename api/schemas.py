@@ -76,8 +76,9 @@ class ProductQuery(BaseModel):
 
     limit: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
     next: str | None = Field(None, max_length=200, description="cursor from the previous page")
+    # stock >= 0, so stock below 0 could never match, yet would read every product.
     stock_below: int | None = Field(
-        None, ge=0, le=MAX_INT32, description="only products with stock below this value"
+        None, ge=1, le=MAX_INT32, description="only products with stock below this value"
     )
 
     @field_validator("next")

@@ -33,6 +33,8 @@ def _login_role(bdb: BenchDB, role: str, password: str) -> None:
             cur.execute(f"SELECT 1 FROM pg_roles WHERE rolname = '{role}'")
             verb = "ALTER" if cur.fetchone() else "CREATE"
             cur.execute(f'{verb} ROLE "{role}" LOGIN PASSWORD %s', (password,))
+            # Migration 0005 takes CONNECT from PUBLIC: a login role needs its own.
+            cur.execute(f'GRANT CONNECT ON DATABASE "{bdb.name}" TO "{role}"')
     finally:
         conn.close()
 

@@ -63,6 +63,8 @@ class Product(Base):
     __table_args__ = (
         CheckConstraint("price_cents >= 0", name="price_not_negative"),
         CheckConstraint("stock >= 0", name="stock_not_negative"),
+        # Low stock: the report's order (stock, sku), and the stock_below filter's range.
+        Index("ix_products_stock_sku", "stock", "sku"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -81,15 +83,20 @@ class Order(Base):
     __table_args__ = (
         CheckConstraint("status IN ('placed', 'cancelled')", name="status_known"),
         Index("ix_orders_created_at", "created_at"),
+        # Keys belong to a customer: another customer's key is neither taken nor visible.
+        UniqueConstraint(
+            "customer_id", "idempotency_key", name="uq_orders_customer_id_idempotency_key"
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
     status: Mapped[str] = mapped_column(String(16), server_default="placed")
     total_cents: Mapped[int] = mapped_column(BigInteger)
-    # A client-chosen key: the same key returns the same order. The fingerprint
-    # of the request it came with tells a retry from a different order.
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    # A client-chosen key, unique per customer: the same customer's same key
+    # returns the same order. The fingerprint of the request it came with tells
+    # a retry from a different order.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = _now()
     cancelled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

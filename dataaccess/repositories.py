@@ -109,7 +109,11 @@ _WITH_LINES = (
 )
 _ORDER_BY_ID = _WITH_LINES.where(_orders.c.id == bindparam("id"))
 _ORDER_BY_ID_FOR_UPDATE = _ORDER_BY_ID.with_for_update(of=_orders)
-_ORDER_BY_KEY = _WITH_LINES.where(_orders.c.idempotency_key == bindparam("key"))
+# Keys are unique per customer (uq_orders_customer_id_idempotency_key serves this).
+_ORDER_BY_KEY = _WITH_LINES.where(
+    _orders.c.customer_id == bindparam("customer_id"),
+    _orders.c.idempotency_key == bindparam("key"),
+)
 # One round trip for the whole order: take the stock from the products (which
 # the caller has locked and checked), insert the order, insert its lines in
 # request order, and return them all. Data-modifying CTEs all run, in one
@@ -305,8 +309,9 @@ class OrderRepository:
         rows = self.uow.execute(statement, {"id": order_id}).all()
         return _order(rows) if rows else None
 
-    def get_by_idempotency_key(self, key: str) -> OrderRecord | None:
-        rows = self.uow.execute(_ORDER_BY_KEY, {"key": key}).all()
+    def get_by_idempotency_key(self, customer_id: int, key: str) -> OrderRecord | None:
+        """The customer's order made with this key; another customer's never."""
+        rows = self.uow.execute(_ORDER_BY_KEY, {"customer_id": customer_id, "key": key}).all()
         return _order(rows) if rows else None
 
     def mark_cancelled(self, order: OrderRecord) -> OrderRecord:

@@ -35,7 +35,7 @@ MAX_ORDER_LINES = 100
 MAX_LINE_QUANTITY = 10_000
 MAX_PAGE_SIZE = 100
 _UNIQUE_VIOLATION = "23505"
-# Serialises requests that share an idempotency key (see place_order).
+# Serialises requests that share a customer and an idempotency key (see place_order).
 _ADVISORY_LOCK = select(func.pg_advisory_xact_lock(func.hashtextextended(bindparam("key"), 0)))
 
 
@@ -117,6 +117,9 @@ def list_products(
 ) -> ProductPage:
     """A page of products in sku order; keyset pagination, so pages stay stable under inserts."""
     _check_range("limit", limit, 1, MAX_PAGE_SIZE)
+    if stock_below is not None:
+        # Stock is never negative: below 0 (or 0) matches nothing, yet would read every product.
+        _check_range("stock_below", stock_below, 1, MAX_INT32)
     rows = uow.products.page(after_sku=after, limit=limit + 1, stock_below=stock_below)
     items = rows[:limit]
     return ProductPage(items, items[-1].sku if len(rows) > limit else None)
@@ -135,15 +138,17 @@ def place_order(
     """Reserve stock for every line and record the order: all lines or none, never below zero.
 
     With an idempotency key, a repeat of the same request returns the order the
-    first one made; a different request under the same key is refused.
+    first one made; a different request under the same key is refused. Keys are
+    the customer's own: another customer's same key is another order.
     """
     wanted = _merge_lines(lines)
     fingerprint = _fingerprint(customer_id, wanted)
     if idempotency_key is not None:
-        # Serialise requests that share a key, so the second waits for the first
-        # to commit and then finds its order instead of racing it.
-        uow.execute(_ADVISORY_LOCK, {"key": idempotency_key})
-        existing = uow.orders.get_by_idempotency_key(idempotency_key)
+        # Serialise requests that share a customer and a key, so the second waits
+        # for the first to commit and then finds its order instead of racing it.
+        # The id has no ':', so "<customer>:<key>" is one lock per (customer, key).
+        uow.execute(_ADVISORY_LOCK, {"key": f"{customer_id}:{idempotency_key}"})
+        existing = uow.orders.get_by_idempotency_key(customer_id, idempotency_key)
         if existing is not None:
             if existing.request_fingerprint != fingerprint:
                 raise IdempotencyKeyReusedError(

@@ -1,3 +1,4 @@
+import pytest
 from api_helpers import assert_problem, make_product
 
 
@@ -72,6 +73,13 @@ def test_limit_is_capped(client):
 
 def test_bad_cursor_is_422(client):
     assert_problem(client.get("/products?next=%%%"), 422)
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_a_stock_below_that_can_never_match_is_422(client, value):
+    # Stock is never negative: stock_below=0 would match nothing yet read every product.
+    body = assert_problem(client.get(f"/products?stock_below={value}"), 422)
+    assert body["errors"][0]["loc"] == ["stock_below"]
 
 
 def test_low_stock_filter(client):

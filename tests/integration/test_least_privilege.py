@@ -1,7 +1,15 @@
 """The application role reads and writes rows, and nothing more."""
 
+import secrets
+from dataclasses import replace
+
+import psycopg
 import pytest
 import sqlalchemy as sa
+from alembic import command
+
+from dataaccess import create_engine
+from scripts.devdb import APP_ROLE, alembic_config, superuser_settings
 
 DML = [
     "SELECT count(*) FROM products",
@@ -9,7 +17,21 @@ DML = [
     "UPDATE products SET stock = stock + 1 WHERE sku = 'LP-1'",
     "INSERT INTO customers (email, name) VALUES ('lp@example.com', 'x')",
     "SELECT id FROM products WHERE sku = 'LP-1' FOR NO KEY UPDATE",
+    # Column-level UPDATE (0005): the columns PATCH, orders, cancellations and
+    # stock events change, and the row locks that need UPDATE on some column.
+    "UPDATE products SET name = 'y', price_cents = 2, stock = stock - 1, updated_at = now() "
+    "WHERE sku = 'LP-1'",
+    "INSERT INTO orders (customer_id, total_cents, idempotency_key) "
+    "SELECT id, 1, 'lp-key' FROM customers WHERE email = 'lp@example.com'",
+    "SELECT id FROM orders WHERE idempotency_key = 'lp-key' FOR UPDATE",
+    "UPDATE orders SET status = 'cancelled', cancelled_at = now() WHERE idempotency_key = 'lp-key'",
 ]
+
+# What the role may UPDATE (0005); every other column of every table is refused.
+UPDATABLE = {
+    "orders": {"status", "cancelled_at"},
+    "products": {"name", "price_cents", "stock", "updated_at"},
+}
 
 # Database-level privileges (TEMPORARY, revoked by 0003) do not survive
 # CREATE DATABASE ... TEMPLATE, which makes these per-test databases; that one
@@ -31,6 +53,20 @@ FORBIDDEN = [
     "UPDATE stock_events SET delta = 0",
     # The ledger is append-only (0004): deleting a row would let an event apply twice.
     "DELETE FROM stock_events",
+    # Column-level UPDATE (0005): an order's amount, owner and key, a product's sku.
+    "UPDATE orders SET total_cents = 0",
+    "UPDATE orders SET customer_id = 1",
+    "UPDATE orders SET idempotency_key = 'x'",
+    "UPDATE orders SET request_fingerprint = 'x'",
+    "UPDATE orders SET created_at = now()",
+    "UPDATE orders SET id = 1",
+    "UPDATE orders SET status = 'cancelled', total_cents = 0",
+    "UPDATE products SET sku = 'x'",
+    "UPDATE products SET id = 1",
+    "UPDATE products SET created_at = now()",
+    "UPDATE products SET stock = 1, sku = 'x'",
+    "INSERT INTO products (sku, name, price_cents) VALUES ('LP-2', 'x', 1) "
+    "ON CONFLICT (sku) DO UPDATE SET sku = 'x'",
 ]
 
 
@@ -54,3 +90,161 @@ def test_app_role_is_an_rds_iam_member_without_superpowers(admin):
         "pg_has_role('app_iam', 'rds_iam', 'MEMBER') FROM pg_roles WHERE rolname = 'app_iam'"
     ).fetchone()
     assert row == (False, False, False, False, True)
+
+
+def test_update_is_granted_on_exactly_the_columns_the_code_changes(admin):
+    rows = admin.execute(
+        "SELECT c.relname, a.attname, has_column_privilege(%s, c.oid, a.attnum, 'UPDATE'), "
+        "has_table_privilege(%s, c.oid, 'UPDATE') "
+        "FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid "
+        "WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' "
+        "AND a.attnum > 0 AND NOT a.attisdropped",
+        [APP_ROLE, APP_ROLE],
+    ).fetchall()
+    assert {table for table, *_ in rows} >= {"customers", "orders", "order_lines", "products"}
+    updatable = {}
+    for table, column, column_update, table_update in rows:
+        assert not table_update, table  # no table-level UPDATE anywhere
+        if column_update:
+            updatable.setdefault(table, set()).add(column)
+    assert updatable == UPDATABLE
+
+
+def test_a_table_created_after_the_migrations_is_not_the_app_roles(admin, db):
+    # Created by the migration user, as a later migration would: nothing by default (0005).
+    admin.execute("CREATE TABLE later_table (id bigserial PRIMARY KEY, note text)")
+    admin.execute("INSERT INTO later_table (note) VALUES ('x')")
+    for statement in [
+        "SELECT * FROM later_table",
+        "INSERT INTO later_table (id, note) VALUES (2, 'y')",
+        "SELECT nextval('later_table_id_seq')",
+    ]:
+        with db.writer.connect() as conn, pytest.raises(sa.exc.DBAPIError) as caught:
+            conn.execute(sa.text(statement))
+        assert caught.value.orig.pgcode == "42501", statement
+    defaults = admin.execute(
+        "SELECT count(*) FROM pg_default_acl d, aclexplode(d.defaclacl) a "
+        "WHERE a.grantee = %s::regrole",
+        [APP_ROLE],
+    ).fetchone()
+    assert defaults == (0,)
+
+
+# Database-level privileges do not survive CREATE DATABASE ... TEMPLATE, which
+# makes the per-test databases: these tests migrate a database of their own.
+
+
+@pytest.fixture
+def own_database(admin, pg_cluster):
+    """A new empty database on the test cluster, its superuser settings and an engine."""
+    name = f"lp_{secrets.token_hex(4)}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    engine = create_engine(superuser_settings(pg_cluster, name), poolclass=sa.NullPool)
+    yield name, engine
+    engine.dispose()
+    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def migrate(engine, action, revision):
+    with engine.begin() as conn:
+        action(alembic_config(conn, iam_user=APP_ROLE), revision)
+
+
+def test_public_has_no_connect_or_temporary_on_the_database(
+    admin, pg_cluster, app_settings, own_database
+):
+    name, engine = own_database
+    migrate(engine, command.upgrade, "head")
+    privileges = admin.execute(
+        "SELECT has_database_privilege('public', %(db)s, 'CONNECT'), "
+        "has_database_privilege('public', %(db)s, 'TEMPORARY'), "
+        "has_database_privilege(%(role)s, %(db)s, 'CONNECT'), "
+        "has_database_privilege(%(role)s, %(db)s, 'TEMPORARY')",
+        {"db": name, "role": APP_ROLE},
+    ).fetchone()
+    assert privileges == (False, False, True, False)
+
+    # The app role still connects, by its own grant, and still makes no temporary objects.
+    as_app = create_engine(replace(app_settings, name=name), poolclass=sa.NullPool)
+    try:
+        with as_app.connect() as conn:
+            assert conn.scalar(sa.text("SELECT current_database()")) == name
+            with pytest.raises(sa.exc.ProgrammingError) as caught:
+                conn.execute(sa.text("CREATE TEMP TABLE sneaky (id int)"))
+            assert caught.value.orig.pgcode == "42501"
+    finally:
+        as_app.dispose()
+
+    # A role with only what PUBLIC has is turned away here, though not from a
+    # database whose privileges are the defaults (this test's template copy).
+    outsider, password = f"outsider_{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+    admin.execute(f"CREATE ROLE \"{outsider}\" LOGIN PASSWORD '{password}'")
+    try:
+        login = {
+            "host": pg_cluster.host,
+            "port": pg_cluster.port,
+            "user": outsider,
+            "password": password,
+        }
+        with psycopg.connect(**login, dbname=app_settings.name) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (outsider,)
+        with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+            psycopg.connect(**login, dbname=name).close()
+    finally:
+        admin.execute(f'DROP ROLE "{outsider}"')
+
+
+# Every grant the role holds or could get in the database, and its schema objects.
+SNAPSHOT = """
+SELECT 'table', c.relname, '', a.grantor::regrole::text,
+       CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END, a.privilege_type
+FROM pg_class c, aclexplode(c.relacl) a WHERE c.relnamespace = 'public'::regnamespace
+UNION ALL
+SELECT 'column', c.relname, t.attname, a.grantor::regrole::text,
+       CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END, a.privilege_type
+FROM pg_class c JOIN pg_attribute t ON t.attrelid = c.oid, aclexplode(t.attacl) a
+WHERE c.relnamespace = 'public'::regnamespace
+UNION ALL
+SELECT 'default', d.defaclobjtype::text, coalesce(d.defaclnamespace::regnamespace::text, ''),
+       d.defaclrole::regrole::text,
+       CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END, a.privilege_type
+FROM pg_default_acl d, aclexplode(d.defaclacl) a
+UNION ALL
+SELECT 'database', '', '', a.grantor::regrole::text,
+       CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END, a.privilege_type
+FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+WHERE d.datname = current_database()
+UNION ALL
+SELECT 'schema', n.nspname, '', a.grantor::regrole::text,
+       CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END, a.privilege_type
+FROM pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+WHERE n.nspname = 'public'
+UNION ALL
+SELECT 'constraint', conrelid::regclass::text, conname, pg_get_constraintdef(oid), '', ''
+FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+UNION ALL
+SELECT 'index', tablename, indexname, indexdef, '', '' FROM pg_indexes WHERE schemaname = 'public'
+"""
+
+
+def snapshot(engine):
+    with engine.connect() as conn:
+        return {tuple(row) for row in conn.execute(sa.text(SNAPSHOT))}
+
+
+def test_0005_downgrades_to_exactly_what_0004_left(own_database):
+    _, engine = own_database
+    migrate(engine, command.upgrade, "0004")
+    before = snapshot(engine)
+    migrate(engine, command.upgrade, "0005")
+    after = snapshot(engine)
+    gone, added = before - after, after - before
+    for table in UPDATABLE:
+        assert ("table", table, "", "UPDATE") in {(r[0], r[1], r[2], r[5]) for r in gone}
+    assert {("column", "orders", "status", "UPDATE")} <= {(r[0], r[1], r[2], r[5]) for r in added}
+    assert {r[0] for r in gone if r[4] == APP_ROLE} >= {"table", "default"}
+    assert ("database", "PUBLIC", "CONNECT") in {(r[0], r[4], r[5]) for r in gone}
+    assert "uq_orders_customer_id_idempotency_key" in {r[2] for r in added}
+    assert "ix_products_stock_sku" in {r[2] for r in added}
+    migrate(engine, command.downgrade, "0004")
+    assert snapshot(engine) == before

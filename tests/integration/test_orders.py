@@ -106,6 +106,82 @@ def test_same_idempotency_key_yields_one_order(db):
         place(db, customer, [("A", 1)], key="key-1")
 
 
+def new_customer(db):
+    with db.unit_of_work() as uow:
+        return services.create_customer(
+            uow, email=f"{secrets.token_hex(4)}@example.com", name="Other"
+        ).id
+
+
+def test_idempotency_keys_belong_to_their_customer(db):
+    alice = seed(db, {"A": 5})
+    bob = new_customer(db)
+    first = place(db, alice, [("A", 2)], key="shared-key")
+    # Bob's same key is Bob's own: a new order, not Alice's (nor a refusal that
+    # would tell him Alice used it), even with another body.
+    other = place(db, bob, [("A", 1)], key="shared-key")
+    assert not other.replayed
+    assert other.order.id != first.order.id
+    assert other.order.customer_id == bob
+    assert stock_of(db, "A") == 2
+    # Each customer's retry still replays their own order.
+    again = place(db, alice, [("A", 2)], key="shared-key")
+    assert again.replayed
+    assert again.order.id == first.order.id
+    assert place(db, bob, [("A", 1)], key="shared-key").order.id == other.order.id
+    assert stock_of(db, "A") == 2
+    # And a different body under a customer's used key is refused as before.
+    with pytest.raises(IdempotencyKeyReusedError):
+        place(db, alice, [("A", 1)], key="shared-key")
+    with db.unit_of_work(read_only=True) as uow:
+        assert uow.orders.get_by_idempotency_key(alice, "shared-key").id == first.order.id
+        assert uow.orders.get_by_idempotency_key(bob, "shared-key").id == other.order.id
+        assert uow.orders.get_by_idempotency_key(new_customer(db), "shared-key") is None
+
+
+def test_one_key_under_two_customers_is_one_constraint_each(admin, db):
+    alice = seed(db, {"A": 5})
+    bob = new_customer(db)
+    place(db, alice, [("A", 1)], key="k")
+    place(db, bob, [("A", 1)], key="k")
+    columns = admin.execute(
+        "SELECT array_agg(a.attname ORDER BY k.n) FROM pg_constraint c "
+        "CROSS JOIN unnest(c.conkey) WITH ORDINALITY AS k(attnum, n) "
+        "JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum "
+        "WHERE c.conname = 'uq_orders_customer_id_idempotency_key' AND c.contype = 'u'"
+    ).fetchone()[0]
+    assert columns == ["customer_id", "idempotency_key"]
+    with pytest.raises(sa.exc.IntegrityError) as caught, db.writer.begin() as conn:
+        # The same customer's key twice, past the service: the constraint refuses it.
+        conn.execute(
+            sa.text(
+                "INSERT INTO orders (customer_id, total_cents, idempotency_key) VALUES (:c, 0, 'k')"
+            ),
+            {"c": alice},
+        )
+    assert caught.value.orig.diag.constraint_name == "uq_orders_customer_id_idempotency_key"
+
+
+def test_concurrent_customers_with_one_key_make_one_order_each(db):
+    customers = [seed(db, {"A": 50})] + [new_customer(db) for _ in range(3)]
+    barrier = threading.Barrier(8)
+    results = []
+
+    def buy(i):
+        barrier.wait()
+        results.append(place(db, customers[i % 4], [("A", 1)], key="race-key"))
+
+    run_threads(buy, 8, with_index=True)
+    by_customer = {}
+    for r in results:
+        by_customer.setdefault(r.order.customer_id, set()).add(r.order.id)
+    assert sorted(by_customer) == sorted(customers)
+    assert all(len(ids) == 1 for ids in by_customer.values())
+    assert len(set().union(*by_customer.values())) == 4
+    assert sum(not r.replayed for r in results) == 4
+    assert stock_of(db, "A") == 46
+
+
 def test_concurrent_requests_with_one_key_make_one_order(db):
     customer = seed(db, {"A": 50})
     barrier = threading.Barrier(8)
