@@ -13,7 +13,7 @@ from flask import Flask
 
 from dataaccess import Database, Settings
 
-from . import customers, db, health, jsonbody, openapi, orders, problems, products, requestlog
+from . import auth, customers, db, health, jsonbody, openapi, orders, problems, products, requestlog
 
 
 def create_app(
@@ -23,6 +23,7 @@ def create_app(
 
     The database comes from `test_config["DATABASE"]` (a ready Database, which
     the caller disposes), else from `settings`, else from the DB_* environment.
+    Token checks come from `test_config["AUTHENTICATOR"]`, else from AUTH_*.
     """
     app = Flask(__name__)
     app.config.from_mapping(
@@ -38,6 +39,10 @@ def create_app(
     if database is None:
         database = Database.from_settings(settings or Settings.from_env())
     db.init_app(app, database)
+    authenticator = app.config.get("AUTHENTICATOR") or auth.Authenticator(
+        auth.AuthSettings.from_env()
+    )
+    auth.init_app(app, authenticator)
 
     requestlog.configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
     requestlog.init_app(app)

@@ -8,6 +8,7 @@ from spectree import Response as Responses
 from dataaccess import services
 from dataaccess.records import CustomerRecord
 
+from .auth import require_admin, require_customer
 from .db import get_uow
 from .openapi import output_only, spec
 from .schemas import MAX_BIGINT, CustomerIn, CustomerOut, Problem
@@ -28,6 +29,7 @@ def customer_out(customer: CustomerRecord) -> CustomerOut:
 def create_customer() -> tuple[CustomerOut, int, dict[str, str]]:
     """Create a customer; the email is unique (case-insensitive)."""
     body: CustomerIn = request.context.json  # type: ignore[attr-defined]
+    require_admin()
     customer = services.create_customer(get_uow(), email=body.email, name=body.name)
     return customer_out(customer), 201, {"Location": f"/customers/{customer.id}"}
 
@@ -36,4 +38,5 @@ def create_customer() -> tuple[CustomerOut, int, dict[str, str]]:
 @output_only(resp=Responses(HTTP_200=CustomerOut, HTTP_404=Problem), tags=["customers"])
 def get_customer(customer_id: int) -> CustomerOut:
     """One customer by id."""
+    require_customer(customer_id)
     return customer_out(services.get_customer(get_uow(), customer_id))

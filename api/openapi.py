@@ -46,7 +46,9 @@ def output_only(**kwargs: Any) -> Any:
 def openapi_document() -> Response:
     """The OpenAPI 3.1 document, generated from the models that validate the requests."""
     if "openapi_document" not in current_app.extensions:
-        current_app.extensions["openapi_document"] = _with_problem_media_type(spec.spec)
+        current_app.extensions["openapi_document"] = _with_security(
+            _with_problem_media_type(spec.spec)
+        )
     return jsonify(current_app.extensions["openapi_document"])
 
 
@@ -59,4 +61,42 @@ def _with_problem_media_type(document: dict[str, Any]) -> dict[str, Any]:
                 content = response.get("content", {})
                 if status[:1] in "45" and "application/json" in content:
                     content["application/problem+json"] = content.pop("application/json")
+    return document
+
+
+# Anonymous by design: the load balancer's and the orchestrator's probes.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+_AUTH_RESPONSES = {
+    "401": "no valid bearer token (missing, expired, wrong issuer, audience or signature)",
+    "403": "the token's scope or customer does not allow this",
+}
+
+
+def _with_security(document: dict[str, Any]) -> dict[str, Any]:
+    """Bearer JWTs everywhere but the probes, with the 401 and 403 they can answer."""
+    components = document.setdefault("components", {})
+    components.setdefault("securitySchemes", {})["bearerAuth"] = {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "An OAuth 2.0 / OIDC access token from the configured issuer. The "
+        "admin scope manages the catalog and acts for any customer; a token whose "
+        "customer claim names a customer acts for that customer only.",
+    }
+    document["security"] = [{"bearerAuth": []}]
+    problem_ref = {"$ref": "#/components/schemas/Problem"}
+    for path, operations in document["paths"].items():
+        for operation in operations.values():
+            if path in PUBLIC_PATHS:
+                operation["security"] = []
+                continue
+            responses = operation.setdefault("responses", {})
+            for status, description in _AUTH_RESPONSES.items():
+                responses.setdefault(
+                    status,
+                    {
+                        "description": description,
+                        "content": {"application/problem+json": {"schema": problem_ref}},
+                    },
+                )
     return document

@@ -8,6 +8,7 @@ from spectree import Response as Responses
 from dataaccess import services
 from dataaccess.records import OrderRecord
 
+from .auth import require_customer
 from .db import get_uow
 from .openapi import output_only, spec
 from .schemas import MAX_BIGINT, LineOut, OrderHeaders, OrderIn, OrderOut, Problem
@@ -46,6 +47,7 @@ def place_order() -> tuple[OrderOut, int, dict[str, str]]:
     """
     body: OrderIn = request.context.json  # type: ignore[attr-defined]
     headers: OrderHeaders = request.context.headers  # type: ignore[attr-defined]
+    require_customer(body.customer_id)
     placed = services.place_order(
         get_uow(),
         customer_id=body.customer_id,
@@ -62,11 +64,15 @@ def place_order() -> tuple[OrderOut, int, dict[str, str]]:
 @output_only(resp=Responses(HTTP_200=OrderOut, HTTP_404=Problem), tags=["orders"])
 def get_order(order_id: int) -> OrderOut:
     """One order with its lines."""
-    return order_out(services.get_order(get_uow(), order_id))
+    order = services.get_order(get_uow(), order_id)
+    require_customer(order.customer_id)
+    return order_out(order)
 
 
 @bp.post(f"/{ORDER_ID}/cancel")
 @output_only(resp=Responses(HTTP_200=OrderOut, HTTP_404=Problem), tags=["orders"])
 def cancel_order(order_id: int) -> OrderOut:
     """Cancel an order and return its stock; cancelling again changes nothing."""
-    return order_out(services.cancel_order(get_uow(), order_id))
+    uow = get_uow()
+    require_customer(services.get_order(uow, order_id).customer_id)
+    return order_out(services.cancel_order(uow, order_id))

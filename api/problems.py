@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from pydantic import ValidationError
 from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
 from dataaccess import errors
 from dataaccess.resilience import is_unavailable
+
+from .auth import AuthUnavailableError, ForbiddenError, UnauthenticatedError
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +139,33 @@ def _other_error(exc: Exception) -> Response:
     )
 
 
+def _unauthenticated(exc: UnauthenticatedError) -> Response:
+    response = problem(401, problem_type("unauthenticated"), "Unauthorized", str(exc))
+    # RFC 6750: an error code only when a token was presented.
+    presented = request.headers.get("Authorization") is not None
+    challenge = 'Bearer realm="inventory"' + (', error="invalid_token"' if presented else "")
+    response.headers["WWW-Authenticate"] = challenge
+    return response
+
+
+def _forbidden(exc: ForbiddenError) -> Response:
+    response = problem(403, problem_type("forbidden"), "Forbidden", str(exc))
+    response.headers["WWW-Authenticate"] = 'Bearer realm="inventory", error="insufficient_scope"'
+    return response
+
+
+def _auth_unavailable(exc: AuthUnavailableError) -> Response:
+    log.warning("token keys unavailable: %s", exc)
+    response = problem(503, problem_type("auth-unavailable"), "Service unavailable", str(exc))
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
 def register(app: Flask) -> None:
     """Install the handlers: every error response, ours or Flask's, is problem+json."""
+    app.register_error_handler(UnauthenticatedError, _unauthenticated)
+    app.register_error_handler(ForbiddenError, _forbidden)
+    app.register_error_handler(AuthUnavailableError, _auth_unavailable)
     app.register_error_handler(RequestValidationError, _validation)
     app.register_error_handler(HTTPException, _http)
     app.register_error_handler(errors.DomainError, _domain)

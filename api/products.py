@@ -11,6 +11,7 @@ from dataaccess import services
 from dataaccess.errors import ProductNotFoundError
 from dataaccess.records import ProductRecord
 
+from .auth import require_admin
 from .db import get_uow
 from .openapi import output_only, spec
 from .schemas import (
@@ -50,6 +51,7 @@ def _known_shape(sku: str) -> str:
 def create_product() -> tuple[ProductOut, int, dict[str, str]]:
     """Create a product; the sku is unique."""
     body: ProductIn = request.context.json  # type: ignore[attr-defined]
+    require_admin()
     product = services.create_product(
         get_uow(), sku=body.sku, name=body.name, price_cents=body.price_cents, stock=body.stock
     )
@@ -87,6 +89,7 @@ def get_product(sku: str) -> ProductOut:
 def update_product(sku: str) -> ProductOut:
     """Change a product's name and/or price."""
     body: ProductPatch = request.context.json  # type: ignore[attr-defined]
+    require_admin()
     product = services.update_product(
         get_uow(), _known_shape(sku), name=body.name, price_cents=body.price_cents
     )

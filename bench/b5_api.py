@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import os
@@ -17,6 +18,7 @@ from typing import Any
 from flask import Flask, abort
 from flask.testing import FlaskClient
 
+from scripts.localauth import LocalIssuer
 from scripts.localpg import free_port
 
 from .harness import BenchDB, Row, Sizes, median, rotate, sku, timed
@@ -26,9 +28,24 @@ GUNICORN = Path(sys.executable).parent / "gunicorn"
 WORKERS, THREADS, CONNECTIONS = 2, 4, 8
 
 
+@functools.cache
+def issuer() -> LocalIssuer:
+    """A local token issuer: our API checks a bearer token on every request (issue 17).
+
+    Both sides get the same header; the baseline ignores it, so the token check is
+    part of what ours costs.
+    """
+    return LocalIssuer(REPO / ".localpg" / "bench-issuer")  # git-ignored, reused
+
+
+def auth_header() -> dict[str, str]:
+    return {"Authorization": f"Bearer {issuer().token(admin=True)}"}
+
+
 def app_env(bdb: BenchDB) -> dict[str, str]:
     """What both apps read: the same pool size, database and log level."""
     return {
+        **issuer().env(),
         "WEB_CONCURRENCY": str(WORKERS),
         "GUNICORN_THREADS": str(THREADS),
         # Request logs off on both sides: the baseline has none to write.
@@ -74,7 +91,7 @@ def wait_ready(proc: subprocess.Popen[bytes], port: int) -> int:
     while True:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         try:
-            conn.request("GET", f"/products/{sku(0)}")
+            conn.request("GET", f"/products/{sku(0)}", headers=auth_header())
             response = conn.getresponse()
             response.read()
             if response.status == 200:
@@ -106,6 +123,7 @@ def load(port: int, seconds: float) -> dict[str, float]:
         capture_output=True,
         text=True,
         check=True,
+        env={**os.environ, "BENCH_AUTHORIZATION": auth_header()["Authorization"]},
     )
     return dict(json.loads(out.stdout))
 
@@ -170,6 +188,8 @@ def cpu_per_request(bdb: BenchDB, sizes: Sizes, env: dict[str, str]) -> dict[str
         os.environ.clear()
         os.environ.update(saved)
     ours_client, base_client = ours_app.test_client(), base_app.test_client()
+    for client in (ours_client, base_client):
+        client.environ_base["HTTP_AUTHORIZATION"] = auth_header()["Authorization"]
 
     def get(client: FlaskClient, prefix: str = "/products") -> Callable[[int], object]:
         path = f"{prefix}/{sku(0)}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import threading
 import time
 
@@ -19,6 +20,9 @@ def hammer(port: int, seconds: float, connections: int) -> dict[str, float]:
     latencies: list[list[float]] = [[] for _ in range(connections)]
     errors = [0] * connections
 
+    # The bearer token our API requires (the baseline ignores it); from the environment.
+    headers = {"Authorization": os.environ.get("BENCH_AUTHORIZATION", "")}
+
     def worker(n: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         mine, i = latencies[n], n
@@ -27,7 +31,7 @@ def hammer(port: int, seconds: float, connections: int) -> dict[str, float]:
             i += connections
             start = clock()
             try:
-                conn.request("GET", f"/products/{sku(i * 7919 % PRODUCTS)}")
+                conn.request("GET", f"/products/{sku(i * 7919 % PRODUCTS)}", headers=headers)
                 response = conn.getresponse()
                 response.read()
                 if response.status != 200:

@@ -176,7 +176,7 @@ def d6_secret_rotation(st: Stage, pace: Pace) -> DrillResult:
         provider = SecretsManagerProvider(secret_id=arn, region=REGION, client=client)
         handler.set_database(Database.from_settings(settings, credentials=provider))
         with st.api(**env) as base:
-            api = ApiLoad(base, customer_id(st)).start()
+            api = ApiLoad(base, customer_id(st), st.admin_token).start()
             lam = LambdaLoad(handler).start()
             try:
                 time.sleep(pace.warmup + 1)

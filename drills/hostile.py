@@ -96,12 +96,13 @@ def _is_problem(status: int, ctype: str, raw: bytes) -> bool:
     return good and body.get("status") == status
 
 
-def _fuzz_api(base: str, wanted: int, tally: _Tally) -> int:
+def _fuzz_api(base: str, wanted: int, tally: _Tally, token: str) -> int:
     """Schemathesis cases, valid and invalid, for every operation the live document declares."""
     schema = schemathesis.openapi.from_url(f"{base}/openapi.json", timeout=10)
     operations = [result.ok() for result in schema.get_all_operations()]
     sent = 0
     with requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {token}"  # the admin's: every operation
 
         def call(case: Any) -> None:
             try:
@@ -184,7 +185,7 @@ def _probes(cid: int) -> list[Probe]:
     ]
 
 
-def _send_probes(base: str, cid: int, tally: _Tally) -> int:
+def _send_probes(base: str, cid: int, tally: _Tally, token: str) -> int:
     """The classic payloads, raw over http.client (no client-side encoding or cleanup)."""
     split = urlsplit(base)
     conn = http.client.HTTPConnection(split.hostname or "", split.port, timeout=30)
@@ -195,7 +196,8 @@ def _send_probes(base: str, cid: int, tally: _Tally) -> int:
             while response is None:
                 reused = conn.sock is not None
                 try:
-                    conn.request(method, path, body=body, headers=headers)
+                    auth = {"Authorization": f"Bearer {token}"}
+                    conn.request(method, path, body=body, headers={**auth, **headers})
                     response = conn.getresponse()
                 except (OSError, http.client.HTTPException) as exc:
                     conn.close()
@@ -331,8 +333,10 @@ def d7_hostile(
     )
     tally = _Tally()
     with st.api() as base:
-        classic = _send_probes(base, customer_id(st), tally)  # first: it seeds products
-        generated = _fuzz_api(base, api_cases, tally)
+        classic = _send_probes(
+            base, customer_id(st), tally, st.admin_token
+        )  # first: it seeds products
+        generated = _fuzz_api(base, api_cases, tally, st.admin_token)
     log = st.root / "lambda.log"  # shared with other drills on this stage: read only ours
     offset = log.stat().st_size if log.exists() else 0
     drawn = _fuzz_lambda(st, sqs_bodies, tally)

@@ -38,6 +38,7 @@ class ApiLoad:
 
     base: str
     customer_id: int
+    token: str  # the admin's: it may place orders for the drill's customer and patch products
     threads: int = 4
     timeout: float = 30.0
     replies: list[Reply] = field(default_factory=list)
@@ -104,7 +105,7 @@ class ApiLoad:
         self, conn: http.client.HTTPConnection, method: str, path: str, body: Any, key: str | None
     ) -> tuple[int, Any]:
         """One request on `conn`; recorded in `replies`. Status 0: no HTTP answer."""
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self.token}"}
         if key:
             headers["Idempotency-Key"] = key
         started = time.monotonic()

@@ -86,7 +86,7 @@ def _under_load(
     """Run the load, inflict `fault` (it returns the moment the database is back), settle."""
     handler = lambda_handler(st) if with_lambda else None
     with st.api(**(api_env or {})) as base:
-        api = ApiLoad(base, customer_id(st)).start()
+        api = ApiLoad(base, customer_id(st), st.admin_token).start()
         lam = LambdaLoad(handler).start() if handler is not None else None
         try:
             time.sleep(pace.warmup)
@@ -289,7 +289,9 @@ def d9_runaway(st: Stage, pace: Pace) -> DrillResult:
     )
     locker = st.admin()
     with st.api(DB_STATEMENT_TIMEOUT_MS="1000") as base:
-        api = ApiLoad(base, customer_id(st), threads=0)  # its client, without its threads
+        api = ApiLoad(
+            base, customer_id(st), st.admin_token, threads=0
+        )  # its client, without its threads
         split = urlsplit(base)
         conn = http.client.HTTPConnection(split.hostname or "", split.port, timeout=30)
         api.send(conn, "PATCH", f"/products/{SKUS[0]}", {"price_cents": 101}, None)  # warm

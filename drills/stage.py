@@ -21,6 +21,7 @@ import psycopg2
 from dataaccess import Settings
 from drills.faults import ReplicatedPair, TcpForwarder
 from scripts.devdb import APP_ROLE, superuser_settings
+from scripts.localauth import LocalIssuer
 from scripts.localpg import LocalPostgres, free_port, tls_env, usable_root
 from scripts.run_local import provision, wait_ready
 
@@ -44,6 +45,12 @@ class Stage:
     # Every password, token and secret value the stage handed out: D8 greps the logs for them.
     secrets: set[str] = field(default_factory=set)
     _open: list[IO[str]] = field(default_factory=list)
+    issuer: LocalIssuer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.issuer = LocalIssuer(self.root / "issuer")
+        self.admin_token = self.issuer.token(admin=True)
+        self.secrets.add(self.admin_token)
 
     @property
     def writer(self) -> LocalPostgres:
@@ -118,6 +125,7 @@ class Stage:
             cwd=REPO,
             env={
                 **os.environ,
+                **self.issuer.env(),
                 **self.app_env(**env),
                 "HOST": "127.0.0.1",
                 "PORT": str(port),

@@ -30,6 +30,7 @@ from psycopg2 import sql
 from dataaccess import Database, Settings, services
 from dataaccess.errors import AlreadyExistsError
 from scripts.devdb import APP_ROLE, migrate, set_password, superuser_settings
+from scripts.localauth import LocalIssuer
 from scripts.localpg import LocalPostgres, free_port, tls_env, usable_root
 
 REPO = Path(__file__).resolve().parent.parent
@@ -123,9 +124,12 @@ def first_customer_id(admin: Settings) -> int:
         conn.close()
 
 
-def serve(cluster: LocalPostgres, port: int, password: str) -> subprocess.Popen[bytes]:
+def serve(
+    cluster: LocalPostgres, port: int, password: str, issuer: LocalIssuer
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
+        **issuer.env(),
         "DB_HOST": cluster.host,
         "DB_PORT": str(cluster.port),
         "DB_NAME": DB_NAME,
@@ -156,13 +160,21 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> 
     return False
 
 
-def banner(base: str, customer_id: int) -> str:
+def banner(base: str, customer_id: int, issuer: LocalIssuer) -> str:
+    admin = issuer.token(admin=True)
+    customer = issuer.token(customer_id=customer_id)
     return f"""
 API ready on {base}   (Ctrl-C stops the API and the database)
 
-  curl -s {base}/products
-  curl -s -X POST {base}/orders -H 'Content-Type: application/json' \\
-       -H 'Idempotency-Key: demo-1' \\
+Tokens from the local issuer, valid 12 hours (admin: the catalog and any customer;
+customer: customer {customer_id} only):
+
+  export TOKEN={admin}
+  export CUSTOMER_TOKEN={customer}
+
+  curl -s {base}/products -H "Authorization: Bearer $TOKEN"
+  curl -s -X POST {base}/orders -H "Authorization: Bearer $CUSTOMER_TOKEN" \\
+       -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' \\
        -d '{{"customer_id": {customer_id}, "lines": [{{"sku": "WIDGET-1", "quantity": 2}}]}}'
 
 OpenAPI document: {base}/openapi.json
@@ -189,12 +201,13 @@ def main(argv: list[str] | None = None) -> int:
         admin, password = provision(
             cluster, DB_NAME, customers=SEED_CUSTOMERS, products=SEED_PRODUCTS
         )
-        api = serve(cluster, args.port, password)
+        issuer = LocalIssuer(args.dir.resolve() / "issuer")
+        api = serve(cluster, args.port, password, issuer)
         base = f"http://127.0.0.1:{args.port}"
         if not wait_ready(f"{base}/readyz", api):
             print(f"the API did not become ready on {base}; see the log above", file=sys.stderr)
             return 1
-        print(banner(base, first_customer_id(admin)), flush=True)
+        print(banner(base, first_customer_id(admin), issuer), flush=True)
         return api.wait()
     except KeyboardInterrupt:
         print("\nstopping the API and the database...", file=sys.stderr)

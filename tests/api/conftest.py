@@ -13,19 +13,36 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
 from api import create_app
+from api.auth import Authenticator, AuthSettings
 from dataaccess import Database, Settings
+from scripts.localauth import LocalIssuer
 from scripts.localpg import free_port, tls_env
 
 
+@pytest.fixture(scope="session")
+def issuer(tmp_path_factory: pytest.TempPathFactory) -> LocalIssuer:
+    """A local token issuer (key pair and JWKS file) for the whole session."""
+    return LocalIssuer(tmp_path_factory.mktemp("issuer"))
+
+
 @pytest.fixture
-def app(db: Database) -> Flask:
+def app(db: Database, issuer: LocalIssuer) -> Flask:
     """The app, on this test's fresh database as the least-privilege role."""
-    return create_app({"TESTING": True, "DATABASE": db})
+    authenticator = Authenticator(AuthSettings.from_env(issuer.env()))
+    return create_app({"TESTING": True, "DATABASE": db, "AUTHENTICATOR": authenticator})
 
 
 @pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    """A test client for the app."""
+def client(app: Flask, issuer: LocalIssuer) -> FlaskClient:
+    """A test client for the app, sending an admin token (see test_api_auth for the rest)."""
+    test_client = app.test_client()
+    test_client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {issuer.token(admin=True)}"
+    return test_client
+
+
+@pytest.fixture
+def anonymous(app: Flask) -> FlaskClient:
+    """A test client that sends no token."""
     return app.test_client()
 
 
@@ -51,12 +68,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 @pytest.fixture
-def live_server(app_settings: Settings) -> Iterator[str]:
+def live_server(app_settings: Settings, issuer: LocalIssuer) -> Iterator[str]:
     """Gunicorn serving the API (as in the container) on this test's database; its base URL."""
     port = free_port()
     env = {
         **os.environ,
         **settings_env(app_settings),
+        **issuer.env(),
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "WEB_CONCURRENCY": "2",

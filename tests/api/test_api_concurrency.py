@@ -12,11 +12,15 @@ BUYERS = 24
 INITIAL_STOCK = 40
 
 
+TOKEN: dict[str, str] = {}
+
+
 def call(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
-    """Status and JSON body; an error must come as problem+json."""
+    """Status and JSON body, as the admin; an error must come as problem+json."""
     data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN['admin']}"}
     request = urllib.request.Request(  # noqa: S310 (loopback test server)
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
+        url, data=data, method=method, headers=headers
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
@@ -29,7 +33,8 @@ def call(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
 
 
 @pytest.mark.slow
-def test_parallel_orders_on_a_hot_sku(live_server):
+def test_parallel_orders_on_a_hot_sku(live_server, issuer):
+    TOKEN["admin"] = issuer.token(admin=True)
     email = f"hot-{secrets.token_hex(3)}@example.com"
     status, customer = call("POST", f"{live_server}/customers", {"email": email, "name": "H"})
     assert status == 201

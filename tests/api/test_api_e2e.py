@@ -27,9 +27,16 @@ def post(url: str, body: dict, headers: dict | None = None) -> tuple[int, dict]:
         return response.status, json.loads(response.read())
 
 
-def get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310
+def get(url: str, token: str) -> dict:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})  # noqa: S310
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
         return json.loads(response.read())
+
+
+def exported(output: str, name: str) -> str:
+    """The value the banner's `export NAME=...` line gives."""
+    (line,) = [x for x in output.splitlines() if x.strip().startswith(f"export {name}=")]
+    return line.split("=", 1)[1].strip()
 
 
 @pytest.fixture
@@ -66,16 +73,22 @@ def test_one_command_run_serves_orders_and_stops_cleanly(run_dir):
     base = f"http://127.0.0.1:{port}"
     try:
         assert ready.wait(timeout=120), "".join(lines)
-        products = get(f"{base}/products")["items"]
+        threading.Event().wait(0.2)  # the rest of the banner, printed with its first line
+        token, customer_token = (
+            exported("".join(lines), "TOKEN"),
+            exported("".join(lines), "CUSTOMER_TOKEN"),
+        )
+        products = get(f"{base}/products", token)["items"]
         widget = next(p for p in products if p["sku"] == "WIDGET-1")
         customer = 1
         line = {"customer_id": customer, "lines": [{"sku": "WIDGET-1", "quantity": 2}]}
-        status, first = post(f"{base}/orders", line, {"Idempotency-Key": "e2e-1"})
+        as_customer = {"Authorization": f"Bearer {customer_token}", "Idempotency-Key": "e2e-1"}
+        status, first = post(f"{base}/orders", line, as_customer)
         assert status == 201
-        status, again = post(f"{base}/orders", line, {"Idempotency-Key": "e2e-1"})
+        status, again = post(f"{base}/orders", line, as_customer)
         assert (status, again["id"]) == (201, first["id"])
-        assert get(f"{base}/products/WIDGET-1")["stock"] == widget["stock"] - 2
-        assert get(f"{base}/orders/{first['id']}")["status"] == "placed"
+        assert get(f"{base}/products/WIDGET-1", token)["stock"] == widget["stock"] - 2
+        assert get(f"{base}/orders/{first['id']}", customer_token)["status"] == "placed"
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         proc.wait(timeout=60)

@@ -8,6 +8,7 @@ from api_helpers import assert_problem, make_customer, make_product
 
 from api import create_app
 from api.requestlog import JsonFormatter
+from dataaccess import SettingsError
 from scripts.devdb import local_settings
 from scripts.localpg import free_port
 
@@ -42,12 +43,24 @@ def test_unknown_route_and_wrong_method(client):
     assert body["type"] == "about:blank"
 
 
-def test_healthz_needs_no_database():
+def test_healthz_needs_no_database(issuer, monkeypatch):
+    for name, value in issuer.env().items():
+        monkeypatch.setenv(name, value)  # AUTH_* from the environment, as in the container
     settings = local_settings(
         host="127.0.0.1", port=free_port(), dbname="x", user="u", password="p"
     )
     app = create_app(settings=settings)
     assert app.test_client().get("/healthz").status_code == 200
+
+
+def test_the_app_refuses_to_start_without_an_issuer(monkeypatch):
+    for name in ("AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_JWKS_URL", "AUTH_JWKS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    settings = local_settings(
+        host="127.0.0.1", port=free_port(), dbname="x", user="u", password="p"
+    )
+    with pytest.raises(SettingsError, match=r"^AUTH_ISSUER is required"):
+        create_app(settings=settings)
 
 
 def test_readyz_when_the_database_answers(client):
@@ -57,7 +70,7 @@ def test_readyz_when_the_database_answers(client):
 
 
 @pytest.fixture
-def app_without_database():
+def app_without_database(issuer, monkeypatch):
     """The app pointed at a port where no database listens."""
     settings = local_settings(
         host="127.0.0.1",
@@ -67,13 +80,16 @@ def app_without_database():
         password="not-a-real-password",
         DB_CONNECT_RETRY_BUDGET="1",
     )
+    for name, value in issuer.env().items():
+        monkeypatch.setenv(name, value)
     app = create_app(settings=settings)
     yield app
     app.extensions["database"].dispose()
 
 
-def test_database_unavailable_is_503_with_retry_after(app_without_database):
+def test_database_unavailable_is_503_with_retry_after(app_without_database, issuer):
     client = app_without_database.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {issuer.token(admin=True)}"
     for response in (
         client.get("/readyz"),
         client.get("/products/ANY-1"),

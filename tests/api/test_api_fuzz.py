@@ -16,8 +16,8 @@ from schemathesis import GenerationMode
 EXAMPLES_PER_OPERATION = 30
 
 
-def check(case) -> int:
-    response = case.call()
+def check(case, headers) -> int:
+    response = case.call(headers=headers)
     where = f"{case.method} {case.formatted_path}"
     assert response.status_code < 500, f"{where}: {response.status_code} {response.text}"
     if response.status_code >= 400:
@@ -30,7 +30,8 @@ def check(case) -> int:
 
 
 @pytest.mark.slow
-def test_no_server_errors_and_errors_are_problems(app, client):
+def test_no_server_errors_and_errors_are_problems(app, client, issuer):
+    admin = {"Authorization": f"Bearer {issuer.token(admin=True)}"}
     make_customer(client)
     for sku in ("FUZZ-1", "A", "0"):
         make_product(client, sku=sku, stock=1000)
@@ -53,7 +54,7 @@ def test_no_server_errors_and_errors_are_problems(app, client):
             suppress_health_check=list(HealthCheck),
         )
         def fuzz(case):
-            statuses.add(check(case) // 100)
+            statuses.add(check(case, admin) // 100)
 
         fuzz()
     assert statuses == {2, 4}  # both valid and refused requests were generated
