@@ -48,7 +48,7 @@ class AuthSettings:
     """AUTH_* variables, read once; every error names its variable."""
 
     issuer: str
-    audience: str
+    audiences: tuple[str, ...]
     jwks_url: str | None = None
     jwks_file: str | None = None
     admin_scope: str = "inventory/admin"
@@ -68,12 +68,14 @@ class AuthSettings:
             raise SettingsError(f"AUTH_JWKS_URL must be an https:// URL; got {url!r}")
         if path is not None and not Path(path).is_file():
             raise SettingsError(f"AUTH_JWKS_FILE names a file that does not exist: {path}")
+        if not [a for a in env["AUTH_AUDIENCE"].split(",") if a.strip()]:
+            raise SettingsError("AUTH_AUDIENCE must name at least one audience")
         leeway = env.get("AUTH_LEEWAY_SECONDS") or "30"
         if not leeway.isdigit() or int(leeway) > 300:
             raise SettingsError(f"AUTH_LEEWAY_SECONDS must be between 0 and 300; got {leeway!r}")
         return cls(
             issuer=env["AUTH_ISSUER"],
-            audience=env["AUTH_AUDIENCE"],
+            audiences=tuple(a.strip() for a in env["AUTH_AUDIENCE"].split(",") if a.strip()),
             jwks_url=url,
             jwks_file=path,
             admin_scope=env.get("AUTH_ADMIN_SCOPE") or "inventory/admin",
@@ -141,10 +143,10 @@ class Authenticator:
     def _principal(self, claims: dict[str, Any]) -> Principal:
         if not isinstance(claims.get("sub"), str) or not claims["sub"].strip():
             raise UnauthenticatedError("the token is malformed or incomplete")
-        audiences = claims.get("aud", [])
+        audiences = claims.get("aud") or []
         audiences = [audiences] if isinstance(audiences, str) else list(audiences)
         # Cognito access tokens carry the app client in `client_id`, not `aud`.
-        if self.settings.audience not in [*audiences, claims.get("client_id")]:
+        if not set(self.settings.audiences) & {*audiences, claims.get("client_id")}:
             raise UnauthenticatedError("the token is not for this API")
         scopes = set(str(claims.get("scope", "")).split())
         customer = claims.get(self.settings.customer_claim)

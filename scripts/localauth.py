@@ -72,7 +72,8 @@ class LocalIssuer:
         lifetime: int = 12 * 3600,
         **claims: Any,
     ) -> str:
-        """An access token for the admin scope and/or one customer; `claims` override any field."""
+        """An access token for the admin scope and/or one customer; `claims` override any field
+        (None leaves a field out)."""
         now = int(time.time())
         body: dict[str, Any] = {
             "iss": ISSUER,
@@ -85,6 +86,7 @@ class LocalIssuer:
         if customer_id is not None:
             body["customer_id"] = customer_id
         body.update(claims)
+        body = {name: value for name, value in body.items() if value is not None}  # None: omit
         return jwt.encode(body, self._key, algorithm="RS256", headers={"kid": self.key_id})  # type: ignore[arg-type]
 
     def admin_header(self) -> dict[str, str]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from api_helpers import make_customer, make_product
 
+from api.auth import Authenticator, AuthSettings, UnauthenticatedError
+from dataaccess import SettingsError
 from scripts.localauth import LocalIssuer
 
 
@@ -135,3 +137,34 @@ def test_the_document_declares_bearer_auth_and_its_answers(anonymous):
                 assert operation["security"] == []
             else:
                 assert {"401", "403"} <= operation["responses"].keys(), path
+
+
+def test_cognito_style_tokens_name_their_client_and_several_clients_may_be_trusted(issuer):
+    settings = AuthSettings.from_env({**issuer.env(), "AUTH_AUDIENCE": "admin-client, shop-client"})
+    authenticator = Authenticator(settings)
+    # Cognito access tokens have no aud: the app client is in client_id.
+    for client_id in ("admin-client", "shop-client"):
+        token = issuer.token(admin=True, aud=None, client_id=client_id)
+        assert authenticator.authenticate(f"Bearer {token}").admin
+    with pytest.raises(UnauthenticatedError, match="not for this API"):
+        authenticator.authenticate(f"Bearer {issuer.token(admin=True, aud=None, client_id='x')}")
+
+
+@pytest.mark.parametrize(
+    ("override", "variable"),
+    [
+        ({"AUTH_ISSUER": ""}, "AUTH_ISSUER"),
+        ({"AUTH_AUDIENCE": " , "}, "AUTH_AUDIENCE"),
+        ({"AUTH_JWKS_FILE": ""}, "AUTH_JWKS_URL"),
+        ({"AUTH_JWKS_URL": "http://issuer.example/jwks"}, "AUTH_JWKS_URL"),
+        ({"AUTH_JWKS_FILE": "/no/such/jwks.json"}, "AUTH_JWKS_FILE"),
+        ({"AUTH_LEEWAY_SECONDS": "3600"}, "AUTH_LEEWAY_SECONDS"),
+    ],
+)
+def test_each_bad_auth_variable_is_named(issuer, override, variable):
+    env = {**issuer.env(), **override}
+    if "AUTH_JWKS_URL" in override:
+        env.pop("AUTH_JWKS_FILE")
+    with pytest.raises(SettingsError) as caught:
+        AuthSettings.from_env(env)
+    assert str(caught.value).startswith(variable)

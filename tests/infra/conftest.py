@@ -17,7 +17,16 @@ from cfnlint.decode import decode
 REPO = Path(__file__).resolve().parents[2]
 CFN_DIR = REPO / "cfn"
 TF_DIR = REPO / "terraform"
-TEMPLATE_NAMES = ("network", "secrets", "aurora", "ecs-cluster", "migration", "ecs-api", "lambda")
+TEMPLATE_NAMES = (
+    "network",
+    "secrets",
+    "aurora",
+    "ecs-cluster",
+    "migration",
+    "ecs-api",
+    "lambda",
+    "cognito",
+)
 
 PSEUDO = {
     "AWS::Region": "eu-west-1",

@@ -235,3 +235,19 @@ def test_a_constraint_that_is_not_an_exact_pin_is_rejected(tmp_path, line):
     path.write_text(f"# comment\n{line}\n")
     with pytest.raises(SystemExit):
         package_lambda.read_constraints(path)
+
+
+def test_the_optional_cognito_issuer_gives_what_the_api_needs(templates, resolver):
+    cognito = templates["cognito"]
+    resources = cognito["Resources"]
+    pool = resources["UserPool"]["Properties"]
+    assert pool["AdminCreateUserConfig"]["AllowAdminCreateUserOnly"] is True  # no sign-up
+    scopes = {s["ScopeName"] for s in resources["ResourceServer"]["Properties"]["Scopes"]}
+    assert scopes == {"admin", "customer"}
+    client = resources["AdminClient"]["Properties"]
+    assert client["AllowedOAuthFlows"] == ["client_credentials"]
+    assert resolver.resolve("cognito", client["AllowedOAuthScopes"]) == ["inventory/admin"]
+    # The admin scope it grants is the one the API checks by default.
+    api_params = templates["ecs-api"]["Parameters"]
+    assert api_params["AuthAdminScope"]["Default"] == "inventory/admin"
+    assert {"Issuer", "JwksUrl", "AdminClientId"} <= cognito["Outputs"].keys()
