@@ -18,6 +18,8 @@ locals {
 
   # The one database identity IAM may log in as: one user on one cluster.
   rds_db_user_arn = "arn:${local.partition}:rds-db:${local.region}:${local.account}:dbuser:${var.cluster_resource_id}/${var.db_iam_user}"
+  # The report's read-only login (migration 0006): SELECT on products and orders only.
+  rds_db_reader_arn = "arn:${local.partition}:rds-db:${local.region}:${local.account}:dbuser:${var.cluster_resource_id}/${var.db_reader_user}"
 
   stock_events_queue_arn = "arn:${local.partition}:sqs:${local.region}:${local.account}:${local.prefix}-stock-events"
   report_dlq_arn         = "arn:${local.partition}:sqs:${local.region}:${local.account}:${local.prefix}-report-dlq"
@@ -50,6 +52,17 @@ locals {
         Effect   = "Allow"
         Action   = "rds-db:connect"
         Resource = local.rds_db_user_arn
+      }]
+    })
+
+    # The report function only: it reads, so it logs in as the read-only user.
+    report_db_connect = jsonencode({
+      Version = "2012-10-17"
+      Statement = [{
+        Sid      = "ConnectAsTheReadOnlyDatabaseUserOnly"
+        Effect   = "Allow"
+        Action   = "rds-db:connect"
+        Resource = local.rds_db_reader_arn
       }]
     })
 
@@ -165,6 +178,12 @@ resource "aws_iam_policy" "db_connect" {
   policy      = local.policy_documents.db_connect
 }
 
+resource "aws_iam_policy" "report_db_connect" {
+  name        = "${local.prefix}-report-db-connect"
+  description = "rds-db:connect as the read-only ${var.db_reader_user} on cluster ${var.cluster_resource_id}, nothing else"
+  policy      = local.policy_documents.report_db_connect
+}
+
 # --- Lambda -----------------------------------------------------------------
 
 resource "aws_iam_role" "stock_events" {
@@ -175,7 +194,7 @@ resource "aws_iam_role" "stock_events" {
 
 resource "aws_iam_role" "report" {
   name               = "${local.prefix}-report-lambda"
-  description        = "report function: reads through the IAM database user"
+  description        = "report function: reads through the read-only IAM database user"
   assume_role_policy = local.lambda_assume_role
 }
 
@@ -195,9 +214,10 @@ resource "aws_iam_role_policy_attachment" "stock_events_db_connect" {
   policy_arn = aws_iam_policy.db_connect.arn
 }
 
+# Not db_connect: the report never logs in as the application's writer user.
 resource "aws_iam_role_policy_attachment" "report_db_connect" {
   role       = aws_iam_role.report.name
-  policy_arn = aws_iam_policy.db_connect.arn
+  policy_arn = aws_iam_policy.report_db_connect.arn
 }
 
 resource "aws_iam_role_policy" "stock_events" {

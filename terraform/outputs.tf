@@ -3,6 +3,11 @@ output "rds_db_user_arn" {
   value       = local.rds_db_user_arn
 }
 
+output "rds_db_reader_arn" {
+  description = "The only resource the report role's rds-db:connect is granted on."
+  value       = local.rds_db_reader_arn
+}
+
 output "db_connect_policy_arn" {
   description = "Managed policy holding rds-db:connect."
   value       = aws_iam_policy.db_connect.arn

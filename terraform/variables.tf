@@ -58,6 +58,23 @@ variable "db_iam_user" {
   }
 }
 
+variable "db_reader_user" {
+  description = "Read-only database login role of the report function (migration 0006's DB_IAM_READER_USER, lambda stack parameter ReportDbUser)."
+  type        = string
+  default     = "app_reader"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9_]{2,62}$", var.db_reader_user))
+    error_message = "db_reader_user must be a plain PostgreSQL role name (no wildcard)."
+  }
+
+  # The report must not get the writer's login, nor the master user's.
+  validation {
+    condition     = var.db_reader_user != var.db_iam_user && var.db_reader_user != var.master_username && !contains(["postgres", "rdsadmin", "rds_superuser"], var.db_reader_user)
+    error_message = "db_reader_user must not be db_iam_user, the master user or an RDS administrative role."
+  }
+}
+
 variable "master_username" {
   description = "Aurora master user name (secrets stack output MasterUsername); never granted an IAM login."
   type        = string

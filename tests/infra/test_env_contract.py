@@ -81,7 +81,8 @@ def test_functions_provide_the_iam_settings(templates, resolver, tmp_path, funct
     assert "AWS_REGION" not in env
     settings = settings_from(env, tmp_path, "/var/task/certs/rds-global-bundle.pem")
     assert settings.auth == "iam"
-    assert settings.user == "app_iam"
+    # The report reads as its own read-only role (migration 0006), not the writer.
+    assert settings.user == ("app_reader" if function == "ReportFunction" else "app_iam")
     assert settings.reader_host is not None
     assert settings.reader_host != settings.host
 
@@ -110,6 +111,32 @@ def test_all_consumers_agree_on_host_database_and_iam_user(templates, resolver):
         assert env["DB_HOST"] == api["DB_HOST"]
         assert env["DB_NAME"] == api["DB_NAME"]
     assert migration["DB_IAM_USER"] == api["DB_USER"]
-    assert all(f["DB_USER"] == api["DB_USER"] for f in functions)
+    stock_events, report = functions
+    assert stock_events["DB_USER"] == api["DB_USER"]
+    assert report["DB_USER"] == "app_reader" != api["DB_USER"]
     assert api["DB_HOST"] == "<Cluster.Endpoint.Address>"
     assert api["DB_READER_HOST"] == "<Cluster.ReadEndpoint.Address>"
+
+
+def test_report_reads_as_the_reader_role_that_terraform_and_the_migration_know(templates):
+    """lambda ReportDbUser, Terraform db_reader_user and migration 0006 share one default."""
+    import re
+
+    from tests.infra.conftest import REPO, TF_DIR
+
+    lambda_ = templates["lambda"]
+    report = lambda_["Resources"]["ReportFunction"]["Properties"]["Environment"]["Variables"]
+    assert report["DB_USER"] == {"Ref": "ReportDbUser"}
+    stock = lambda_["Resources"]["StockEventsFunction"]["Properties"]["Environment"]["Variables"]
+    assert stock["DB_USER"] == {
+        "Fn::ImportValue": {"Fn::Sub": "${ProjectName}-${EnvironmentName}-IamDbUser"}
+    }
+    default = lambda_["Parameters"]["ReportDbUser"]["Default"]
+    variables = (TF_DIR / "variables.tf").read_text()
+    block = re.search(r'variable "db_reader_user" \{.*?\n\}', variables, re.S)
+    assert block, "terraform has no db_reader_user"
+    assert re.search(rf'default\s*=\s*"{default}"', block.group(0))
+    (migration,) = (REPO / "alembic" / "versions").glob("0006_*.py")
+    assert f'DEFAULT_READER = "{default}"' in migration.read_text()
+    aurora_user = templates["aurora"]["Parameters"]["IamDbUser"]["Default"]
+    assert default != aurora_user

@@ -1,5 +1,6 @@
 """The application role reads and writes rows, and nothing more."""
 
+import datetime as dt
 import secrets
 from dataclasses import replace
 
@@ -8,7 +9,9 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from dataaccess import create_engine
+from dataaccess import Database, create_engine, reports, services
+from dataaccess.services import LineRequest
+from dataaccess.settings import SettingsError
 from scripts.devdb import APP_ROLE, alembic_config, superuser_settings
 
 DML = [
@@ -248,3 +251,231 @@ def test_0005_downgrades_to_exactly_what_0004_left(own_database):
     assert "ix_products_stock_sku" in {r[2] for r in added}
     migrate(engine, command.downgrade, "0004")
     assert snapshot(engine) == before
+
+
+# --- The report's read-only role (0006) ------------------------------------------
+
+READER_ROLE = "app_reader"
+# What dataaccess/reports.py reads; nothing else in the schema is the reader's.
+READABLE = {"products", "orders"}
+WRITES = {
+    "products": [
+        "INSERT INTO products (sku, name, price_cents) VALUES ('RD-1', 'x', 1)",
+        "UPDATE products SET stock = 0",
+        "DELETE FROM products",
+    ],
+    "orders": [
+        "INSERT INTO orders (customer_id, total_cents) VALUES (1, 1)",
+        "UPDATE orders SET status = 'cancelled'",
+        "DELETE FROM orders",
+    ],
+    "customers": [
+        "INSERT INTO customers (email, name) VALUES ('rd@example.com', 'x')",
+        "UPDATE customers SET name = 'x'",
+        "DELETE FROM customers",
+    ],
+    "order_lines": [
+        "INSERT INTO order_lines (order_id, product_id, sku, quantity, unit_price_cents) "
+        "VALUES (1, 1, 'x', 1, 1)",
+        "UPDATE order_lines SET quantity = 1",
+        "DELETE FROM order_lines",
+    ],
+    "stock_events": [
+        "INSERT INTO stock_events (event_id, product_id, delta, reason, occurred_at) "
+        "VALUES ('rd', 1, 1, 'x', now())",
+        "UPDATE stock_events SET delta = 0",
+        "DELETE FROM stock_events",
+    ],
+    "alembic_version": [
+        "INSERT INTO alembic_version VALUES ('x')",
+        "UPDATE alembic_version SET version_num = 'x'",
+        "DELETE FROM alembic_version",
+    ],
+}
+READER_WRITES = [statement for statements in WRITES.values() for statement in statements] + [
+    "TRUNCATE products",
+    "SELECT nextval('orders_id_seq')",
+    "SELECT id FROM products FOR UPDATE",
+    "SELECT id FROM orders FOR NO KEY UPDATE",
+    "CREATE TABLE sneaky (id int)",
+    # TEMPORARY is a database privilege, which the template copies do not keep:
+    # checked on a migrated database of its own below.
+]
+# Read by nothing in the report: customers hold emails.
+READER_REFUSED_READS = [
+    "SELECT email FROM customers",
+    "SELECT count(*) FROM customers",
+    "SELECT * FROM order_lines",
+    "SELECT * FROM stock_events",
+    "SELECT * FROM alembic_version",
+    "SELECT last_value FROM orders_id_seq",
+]
+
+
+@pytest.fixture
+def reader_login(admin, pg_cluster, postgresql):
+    """psycopg connect() arguments for this test's database as the reader role."""
+    password = secrets.token_urlsafe(16)
+    admin.execute(f"ALTER ROLE {READER_ROLE} PASSWORD '{password}'")
+    return {
+        "host": pg_cluster.host,
+        "port": pg_cluster.port,
+        "user": READER_ROLE,
+        "password": password,
+        "dbname": postgresql.info.dbname,
+        "autocommit": True,
+    }
+
+
+def refused(login, statement, *, begin="BEGIN"):
+    """The SQLSTATE the server answers `statement` with, inside `begin`."""
+    with psycopg.connect(**login) as conn:
+        conn.execute(begin)
+        with pytest.raises(psycopg.Error) as caught:
+            conn.execute(statement)
+        return caught.value.sqlstate
+
+
+def test_reader_role_is_an_rds_iam_login_without_superpowers(admin):
+    row = admin.execute(
+        "SELECT rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolbypassrls, "
+        "pg_has_role(%(r)s, 'rds_iam', 'MEMBER'), pg_has_role(%(r)s, %(app)s, 'MEMBER'), "
+        "rolconfig FROM pg_roles WHERE rolname = %(r)s",
+        {"r": READER_ROLE, "app": APP_ROLE},
+    ).fetchone()
+    # No role settings: default_transaction_read_only = on would make libpq's
+    # target_session_attrs=read-write (the writer engine) refuse the role (0006).
+    assert row == (True, False, False, False, False, True, False, None)
+
+
+def test_reader_role_holds_select_on_the_report_tables_and_nothing_else(admin):
+    grants = admin.execute(
+        "SELECT c.relname, c.relkind::text, a.privilege_type "
+        "FROM pg_class c, aclexplode(c.relacl) a "
+        "WHERE c.relnamespace = 'public'::regnamespace AND a.grantee = %s::regrole",
+        [READER_ROLE],
+    ).fetchall()
+    assert set(grants) == {(table, "r", "SELECT") for table in READABLE}
+    columns = admin.execute(
+        "SELECT count(*) FROM pg_attribute t, aclexplode(t.attacl) a WHERE a.grantee = %s::regrole",
+        [READER_ROLE],
+    ).fetchone()
+    assert columns == (0,)
+    defaults = admin.execute(
+        "SELECT count(*) FROM pg_default_acl d, aclexplode(d.defaclacl) a "
+        "WHERE a.grantee = %s::regrole",
+        [READER_ROLE],
+    ).fetchone()
+    assert defaults == (0,)
+    schema = admin.execute(
+        "SELECT has_schema_privilege(%(r)s, 'public', 'USAGE'), "
+        "has_schema_privilege(%(r)s, 'public', 'CREATE')",
+        {"r": READER_ROLE},
+    ).fetchone()
+    assert schema == (True, False)
+
+
+def test_reader_role_builds_the_report(db, app_settings, reader_login):
+    with db.unit_of_work() as uow:
+        customer = services.create_customer(uow, email="rd@example.com", name="R").id
+    with db.unit_of_work() as uow:
+        services.create_product(uow, sku="RD-LOW", name="low", price_cents=5, stock=3)
+    with db.unit_of_work() as uow:
+        services.place_order(uow, customer_id=customer, lines=[LineRequest("RD-LOW", 1)])
+
+    as_reader = replace(app_settings, user=READER_ROLE, password=reader_login["password"])
+    reader_db = Database.from_settings(as_reader)
+    try:
+        with reader_db.writer.connect() as conn:
+            assert conn.scalar(sa.text("SELECT current_user")) == READER_ROLE
+        now = sa.func.now()
+        with reader_db.unit_of_work(read_only=True) as uow:
+            low = reports.low_stock(uow, threshold=10)
+            until = uow.execute(sa.select(now + sa.text("interval '1 minute'"))).scalar_one()
+            totals = reports.order_totals(uow, since=until - dt.timedelta(hours=1), until=until)
+        assert [(item.sku, item.stock) for item in low] == [("RD-LOW", 2)]
+        assert (totals.placed.count, totals.placed.total_cents) == (1, 5)
+        with reader_db.unit_of_work(read_only=True) as uow:
+            assert uow.execute(sa.text("SHOW transaction_read_only")).scalar_one() == "on"
+        # A unit of work that is not read-only gets no further than the privileges.
+        with pytest.raises(sa.exc.DBAPIError) as caught, reader_db.unit_of_work() as uow:
+            uow.execute(sa.text("UPDATE products SET stock = 0"))
+        assert caught.value.orig.pgcode == "42501"
+    finally:
+        reader_db.dispose()
+
+
+@pytest.mark.parametrize("statement", READER_WRITES)
+def test_reader_role_cannot_write_even_in_a_read_write_transaction(reader_login, statement):
+    assert refused(reader_login, statement) == "42501"
+    assert refused(reader_login, statement, begin="BEGIN READ WRITE") == "42501"
+    with psycopg.connect(**reader_login) as conn:
+        conn.execute("SET default_transaction_read_only = off")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(statement)
+
+
+@pytest.mark.parametrize("statement", READER_REFUSED_READS)
+def test_reader_role_cannot_read_what_the_report_does_not(reader_login, statement):
+    assert refused(reader_login, statement) == "42501"
+
+
+def migrate_with_reader(engine, action, revision, reader):
+    with engine.begin() as conn:
+        config = alembic_config(conn, iam_user=APP_ROLE)
+        config.attributes["iam_reader_user"] = reader
+        action(config, revision)
+
+
+def test_0006_downgrades_to_exactly_what_0005_left(admin, pg_cluster, own_database):
+    name, engine = own_database
+    reader = f"reader_{secrets.token_hex(4)}"
+    migrate_with_reader(engine, command.upgrade, "0005", reader)
+    before = snapshot(engine)
+    migrate_with_reader(engine, command.upgrade, "0006", reader)
+    added = snapshot(engine) - before
+    assert {(r[0], r[1], r[5]) for r in added if r[4] == reader} == {
+        ("database", "", "CONNECT"),
+        ("schema", "public", "USAGE"),
+        ("table", "products", "SELECT"),
+        ("table", "orders", "SELECT"),
+    }
+    assert all(r[4] == reader for r in added), added
+
+    # PUBLIC has no CONNECT here (0005): the reader logs in by its own grant.
+    admin.execute(f"ALTER ROLE \"{reader}\" PASSWORD 'reader-check'")
+    login = {"host": pg_cluster.host, "port": pg_cluster.port, "dbname": name}
+    with psycopg.connect(**login, user=reader, password="reader-check") as conn:
+        assert conn.execute("SELECT count(*) FROM orders").fetchone() == (0,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CREATE TEMP TABLE sneaky (id int)")
+
+    migrate_with_reader(engine, command.downgrade, "0005", reader)
+    assert snapshot(engine) == before
+    # Nothing else depended on this reader: the role went too.
+    assert admin.execute(
+        "SELECT count(*) FROM pg_roles WHERE rolname = %s", [reader]
+    ).fetchone() == (0,)
+
+
+def test_0006_downgrade_keeps_a_reader_that_another_database_still_uses(admin, own_database):
+    # The default reader holds grants in the tests' template database as well.
+    _, engine = own_database
+    migrate_with_reader(engine, command.upgrade, "head", READER_ROLE)
+    migrate_with_reader(engine, command.downgrade, "0005", READER_ROLE)
+    with engine.connect() as conn:
+        assert not conn.scalar(
+            sa.text("SELECT has_database_privilege(:r, current_database(), 'CONNECT')"),
+            {"r": READER_ROLE},
+        )
+    assert admin.execute(
+        "SELECT count(*) FROM pg_roles WHERE rolname = %s", [READER_ROLE]
+    ).fetchone() == (1,)
+
+
+@pytest.mark.parametrize("reader", [APP_ROLE, "app-reader; DROP ROLE x", "1reader"])
+def test_0006_refuses_a_reader_that_is_the_app_role_or_not_a_plain_name(own_database, reader):
+    _, engine = own_database
+    migrate_with_reader(engine, command.upgrade, "0005", reader)
+    with pytest.raises(SettingsError, match="DB_IAM_READER_USER"):
+        migrate_with_reader(engine, command.upgrade, "0006", reader)
