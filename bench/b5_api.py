@@ -253,7 +253,8 @@ def run(bdb: BenchDB, sizes: Sizes) -> Row:
             f"{median([x['p50_ms'] for x in base]):.1f} ms); non-200 responses or errors: "
             f"{errors}.",
             f"both under gunicorn with api/gunicorn.conf.py: {WORKERS} workers x {THREADS} "
-            "threads (gthread), `gc.freeze()` once a worker has loaded its app, "
+            "threads (gthread, buffering each request before a thread takes it), "
+            "`gc.freeze()` once a worker has loaded its app, "
             "LOG_LEVEL=WARNING; load from a separate process "
             f"(bench/loadgen.py: {CONNECTIONS} keep-alive connections on threads) on "
             f"127.0.0.1, {rounds} alternating rounds of {slice_:g} s per side after a warm-up. "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
@@ -31,8 +30,7 @@ class Database:
     def __init__(self, writer: Engine, reader: Engine | None = None) -> None:
         self.writer = writer
         self.reader = reader
-        self._reader_down_until = 0.0
-        self._lock = threading.Lock()
+        self._reader_down_until = 0.0  # one float, set whole: threads need no lock for it
         for engine in {writer, reader or writer}:
             sa.event.listen(engine, "checkin", _end_read_only)
 
@@ -70,8 +68,7 @@ class Database:
         )
 
     def _reader_failed(self, exc: BaseException) -> None:
-        with self._lock:
-            self._reader_down_until = time.monotonic() + READER_COOLDOWN_SECONDS
+        self._reader_down_until = time.monotonic() + READER_COOLDOWN_SECONDS
         log.warning(
             "reader unreachable (%s); reading from the writer for %.0f s",
             type(exc).__name__,
