@@ -56,9 +56,10 @@ tf-check: tf-fmt tf-validate tf-test
 
 iac-check: cfn-validate checkov tf-check ## every offline infrastructure check
 
-tf-init: ## terraform init against the state backend: TF_BACKEND_CONFIG=path/to/backend.hcl
-	@test -n "$(TF_BACKEND_CONFIG)" || { echo 'set TF_BACKEND_CONFIG to a backend config file (bucket, key, region, dynamodb_table)' >&2; exit 2; }
-	$(TERRAFORM) -chdir=terraform init -input=false -reconfigure $(TF_PLUGIN_FLAG) -backend-config=$(abspath $(TF_BACKEND_CONFIG))
+tf-init: ## terraform init against the state backend: TF_BACKEND_CONFIG=backend.hcl TF_STATE_KEY=<project>/<env>/iam.tfstate
+	@test -n "$(TF_BACKEND_CONFIG)" || { echo 'set TF_BACKEND_CONFIG to a backend config file (bucket, region, dynamodb_table; no key)' >&2; exit 2; }
+	@test -n "$(TF_STATE_KEY)" || { echo 'set TF_STATE_KEY to <project>/<environment>/iam.tfstate (scripts/deploy.sh does): one state per environment' >&2; exit 2; }
+	$(TERRAFORM) -chdir=terraform init -input=false -reconfigure $(TF_PLUGIN_FLAG) -backend-config=$(abspath $(TF_BACKEND_CONFIG)) -backend-config=key=$(TF_STATE_KEY)
 
 tf-plan: ## terraform plan into build/terraform.tfplan, from TF_VARS_FILE (written by deploy.sh)
 	@mkdir -p $(dir $(TF_PLAN_FILE))

@@ -243,7 +243,16 @@ if ((!DRY_RUN)); then
   mkdir -p "$BUILD_DIR"
   printf '%s\n' "$TF_VARS_JSON" >"$TF_VARS_FILE"
 fi
-run make tf-init "TF_BACKEND_CONFIG=$TF_BACKEND_CONFIG"
+# One state per environment: the key is derived here, never taken from the backend
+# file, so ENVIRONMENT=prod cannot plan against dev's state and replace its roles.
+TF_STATE_KEY="$PROJECT/$ENVIRONMENT/iam.tfstate"
+if ((!DRY_RUN)); then
+  [[ -f "$TF_BACKEND_CONFIG" ]] || die "TF_BACKEND_CONFIG names no file: $TF_BACKEND_CONFIG"
+fi
+if ((!DRY_RUN)) && grep -Eq '^[[:space:]]*key[[:space:]]*=' "$TF_BACKEND_CONFIG"; then
+  die "$TF_BACKEND_CONFIG sets key: remove it; the state key is derived from the environment ($TF_STATE_KEY)"
+fi
+run make tf-init "TF_BACKEND_CONFIG=$TF_BACKEND_CONFIG" "TF_STATE_KEY=$TF_STATE_KEY"
 run make tf-plan "TF_VARS_FILE=$TF_VARS_FILE"
 run make tf-apply
 
@@ -256,6 +265,9 @@ REPORT_ROLE_ARN="$(tf_output report_lambda_role_arn)"
 # 3. Image --------------------------------------------------------------------
 
 IMAGE_URI="$REPOSITORY_URI:$IMAGE_TAG"
+# What the task definitions declare (RuntimePlatform X86_64 in cfn/ecs-api.yaml and
+# cfn/migration.yaml), whatever the machine that builds it.
+IMAGE_PLATFORM=linux/amd64
 say "image $IMAGE_URI"
 if ((!DRY_RUN)) && "${AWS[@]}" ecr describe-images --repository-name "${REPOSITORY_URI#*/}" \
   --image-ids "imageTag=$IMAGE_TAG" >/dev/null 2>&1; then
@@ -267,11 +279,19 @@ else
   if ((!DRY_RUN)); then
     "${AWS[@]}" ecr get-login-password | docker login --username AWS --password-stdin "$REGISTRY"
   fi
-  run docker build --file api/Dockerfile \
+  run docker build --file api/Dockerfile --platform "$IMAGE_PLATFORM" \
     --build-arg "PYTHON_IMAGE_DIGEST=$PYTHON_IMAGE_DIGEST" \
     --build-arg "RDS_CA_BUNDLE_SHA256=$RDS_CA_BUNDLE_SHA256" \
     --tag "$IMAGE_URI" .
+  built="$(capture "$IMAGE_PLATFORM" docker image inspect --format '{{.Os}}/{{.Architecture}}' "$IMAGE_URI")"
+  [[ "$built" == "$IMAGE_PLATFORM" ]] || die "docker built $built, not $IMAGE_PLATFORM; not pushing"
   run docker push "$IMAGE_URI"
+fi
+# The tag may have been pushed by an earlier run (from another machine): the tasks
+# would die with "exec format error" on an image of another architecture.
+if ((!DRY_RUN)) && ! docker manifest inspect --verbose "$IMAGE_URI" |
+  grep -Eq "\"architecture\": *\"${IMAGE_PLATFORM#*/}\""; then
+  die "image $IMAGE_URI is not $IMAGE_PLATFORM; the tasks require it: deploy under a new IMAGE_TAG"
 fi
 
 # 4. Migration ----------------------------------------------------------------
@@ -282,11 +302,14 @@ PRIVATE_SUBNETS="$(stack_output network PrivateSubnetIds)"
 API_SECURITY_GROUP="$(stack_output network ApiSecurityGroupId)"
 
 say "migration: alembic upgrade head"
+# RunTask's startedBy: at most 36 of [A-Za-z0-9_/-]; a tag like v1.2.3 or a full SHA is not.
+STARTED_BY="deploy-${IMAGE_TAG//[^A-Za-z0-9_\/-]/-}"
+STARTED_BY="${STARTED_BY:0:36}"
 MIGRATION_TASK="$(capture '<migration-task-arn>' "${AWS[@]}" ecs run-task \
   --cluster "$ECS_CLUSTER" \
   --task-definition "$MIGRATION_TASK_DEFINITION" \
   --launch-type FARGATE \
-  --started-by "deploy-$IMAGE_TAG" \
+  --started-by "$STARTED_BY" \
   --network-configuration "awsvpcConfiguration={subnets=[$PRIVATE_SUBNETS],securityGroups=[$API_SECURITY_GROUP],assignPublicIp=DISABLED}" \
   --query 'tasks[0].taskArn' --output text)"
 [[ -n "$MIGRATION_TASK" && "$MIGRATION_TASK" != "None" ]] || die "the migration task did not start"
@@ -294,7 +317,13 @@ MIGRATION_TASK="$(capture '<migration-task-arn>' "${AWS[@]}" ecs run-task \
 # The CLI waiter gives up after 10 minutes; long migrations get several rounds.
 deadline=$((SECONDS + MIGRATION_TIMEOUT_SECONDS))
 until run "${AWS[@]}" ecs wait tasks-stopped --cluster "$ECS_CLUSTER" --tasks "$MIGRATION_TASK"; do
-  ((SECONDS < deadline)) || die "migration task $MIGRATION_TASK still running after ${MIGRATION_TIMEOUT_SECONDS}s"
+  if ((SECONDS >= deadline)); then
+    # Stopped, so a re-run never starts a second `alembic upgrade` beside it (the
+    # migration lock in alembic/env.py would make that one wait, not run twice).
+    run "${AWS[@]}" ecs stop-task --cluster "$ECS_CLUSTER" --task "$MIGRATION_TASK" \
+      --reason "deploy gave up after ${MIGRATION_TIMEOUT_SECONDS}s" >/dev/null
+    die "migration task $MIGRATION_TASK still running after ${MIGRATION_TIMEOUT_SECONDS}s: stopped it; its migration rolled back. The service was not updated."
+  fi
 done
 MIGRATION_EXIT="$(capture 0 "${AWS[@]}" ecs describe-tasks \
   --cluster "$ECS_CLUSTER" --tasks "$MIGRATION_TASK" \

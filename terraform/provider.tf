@@ -9,10 +9,12 @@ terraform {
     }
   }
 
-  # Partial configuration: `make tf-init TF_BACKEND_CONFIG=path/to/backend.hcl`
-  # supplies bucket, key, region and the lock table per environment, so no
-  # account-specific value is committed. The offline checks init with
-  # -backend=false.
+  # Partial configuration: `make tf-init TF_BACKEND_CONFIG=path/to/backend.hcl
+  # TF_STATE_KEY=<project>/<environment>/iam.tfstate` supplies bucket, region and
+  # the lock table from the file and the key per environment (scripts/deploy.sh
+  # derives it and refuses a file that sets its own), so no account-specific
+  # value is committed and no environment plans against another's state. The
+  # offline checks init with -backend=false.
   backend "s3" {}
 }
 

@@ -36,6 +36,7 @@ case "$*" in
   *describe-stacks*) echo fake-output ;;
   *"ecs run-task"*) echo arn:aws:ecs:eu-west-1:111122223333:task/dataaccess-dev/abc ;;
   *"ecs describe-tasks"*) echo "$FAKE_MIGRATION_EXIT" ;;
+  *"ecs wait tasks-stopped"*) [[ -z "${FAKE_TASK_NEVER_STOPS:-}" ]] || exit 255 ;;
 esac
 """
 FAKE_TOOL = """#!/usr/bin/env bash
@@ -43,6 +44,8 @@ printf '%s %s\\n' "$(basename "$0")" "$*" >>"$FAKE_LOG"
 case "$(basename "$0") $*" in
   "terraform "*output*) echo arn:aws:iam::111122223333:role/fake ;;
   "sha256sum "*) echo "$FAKE_ZIP_SHA256  build/lambda.zip" ;;
+  "docker manifest inspect"*)
+    printf '{"Descriptor": {"platform": {"architecture": "%s"}}}\\n' "${FAKE_IMAGE_ARCH:-amd64}" ;;
 esac
 """
 TOOLS = ("aws", "docker", "terraform", "make", "sha256sum")
@@ -218,6 +221,14 @@ def test_image_build_gets_the_pinned_base_image_and_ca_checksum(dry_run):
     assert "--build-arg RDS_CA_BUNDLE_SHA256=<RDS_CA_BUNDLE_SHA256>" in build
 
 
+def backend_config(
+    env: dict[str, str], text: str = 'bucket = "tf-state"\n', name: str = "backend.hcl"
+) -> str:
+    path = Path(env["HOME"]) / name
+    path.write_text(text)
+    return str(path)
+
+
 def real_env(env: dict[str, str], migration_exit: str) -> dict[str, str]:
     return env | {
         "FAKE_MIGRATION_EXIT": migration_exit,
@@ -231,7 +242,7 @@ def real_env(env: dict[str, str], migration_exit: str) -> dict[str, str]:
         "AUTH_AUDIENCE": "example-client-id",
         "AUTH_JWKS_URL": "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_example/.well-known/jwks.json",
         "ARTIFACT_BUCKET": "artifacts",
-        "TF_BACKEND_CONFIG": "backend.hcl",
+        "TF_BACKEND_CONFIG": backend_config(env),
         "PYTHON_IMAGE_DIGEST": "sha256:" + "ab" * 32,
         "RDS_CA_BUNDLE_SHA256": "cd" * 32,
     }
@@ -307,3 +318,72 @@ def test_script_is_strict():
     text = DEPLOY.read_text()
     assert "set -euo pipefail" in text
     assert os.access(DEPLOY, os.X_OK)
+
+
+def test_image_is_built_for_the_task_definitions_platform(dry_run, templates):
+    build = dry_run[index_of(dry_run, r"^\+ docker build ")]
+    assert "--platform linux/amd64" in build
+    for stack in ("ecs-api", "migration"):
+        (task,) = [
+            r
+            for r in templates[stack]["Resources"].values()
+            if r["Type"] == "AWS::ECS::TaskDefinition"
+        ]
+        assert task["Properties"]["RuntimePlatform"]["CpuArchitecture"] == "X86_64"
+    inspect = index_of(dry_run, r"^\+ docker image inspect ")
+    assert index_of(dry_run, r"^\+ docker build ") < inspect < index_of(dry_run, r"docker push")
+
+
+def test_a_pushed_image_of_another_architecture_stops_the_deploy(fake_path):
+    env, log = fake_path
+    result = deploy(real_env(env, migration_exit="0") | {"FAKE_IMAGE_ARCH": "arm64"})
+    assert result.returncode != 0
+    assert "is not linux/amd64" in result.stderr
+    assert "ecs run-task" not in log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("tag", "started_by"),
+    [
+        ("v1.2.3", "deploy-v1-2-3"),
+        ("0123456789abcdef0123456789abcdef01234567", "deploy-0123456789abcdef0123456789abc"),
+    ],
+)
+def test_started_by_fits_what_run_task_accepts(fake_path, tag, started_by):
+    env, log = fake_path
+    result = deploy(real_env(env, migration_exit="0") | {"IMAGE_TAG": tag})
+    assert result.returncode == 0, result.stderr
+    (run_task,) = [c for c in log.read_text().splitlines() if "ecs run-task" in c]
+    given = shlex.split(run_task)[shlex.split(run_task).index("--started-by") + 1]
+    assert given == started_by
+    assert re.fullmatch(r"[A-Za-z0-9_/-]{1,36}", given)
+
+
+def test_a_migration_that_outlives_the_timeout_is_stopped(fake_path):
+    env, log = fake_path
+    result = deploy(
+        real_env(env, migration_exit="0")
+        | {"FAKE_TASK_NEVER_STOPS": "1", "MIGRATION_TIMEOUT_SECONDS": "0"}
+    )
+    assert result.returncode != 0
+    assert "still running after 0s: stopped it" in result.stderr
+    calls = log.read_text()
+    assert "ecs stop-task --cluster fake-output --task arn:aws:ecs:" in calls
+    assert "dataaccess-dev-ecs-api" not in calls
+
+
+def test_terraform_state_key_is_the_environments_own(fake_path):
+    env, log = fake_path
+    result = deploy(real_env(env, migration_exit="0") | {"ENVIRONMENT": "prod"})
+    assert result.returncode == 0, result.stderr
+    (init,) = [c for c in log.read_text().splitlines() if c.startswith("make tf-init")]
+    assert "TF_STATE_KEY=dataaccess/prod/iam.tfstate" in init
+
+
+def test_a_backend_file_with_its_own_state_key_is_refused(fake_path):
+    env, log = fake_path
+    config = backend_config(env, 'bucket = "b"\nkey = "dev/terraform.tfstate"\n', "keyed.hcl")
+    result = deploy(real_env(env, migration_exit="0") | {"TF_BACKEND_CONFIG": config})
+    assert result.returncode != 0
+    assert "sets key: remove it" in result.stderr
+    assert "make tf-init" not in log.read_text()
