@@ -96,7 +96,9 @@ class Database:
 
 
 def _end_read_only(dbapi_connection: Any, record: Any) -> None:
-    # None (the server's default), not False: psycopg2 then has nothing to SET
-    # when a later pre-ping switches the connection to autocommit.
+    # None (the server's default), not False: with False, psycopg2 sends `SET
+    # default_transaction_read_only TO DEFAULT` when a later pre-ping switches the
+    # connection out of autocommit, a round trip and, behind RDS Proxy, a SET that
+    # pins the session (tests/integration/test_proxy_mode.py records every statement).
     if dbapi_connection is not None and dbapi_connection.readonly is not None:
         dbapi_connection.readonly = None

@@ -69,10 +69,9 @@ def create_engine(
         # Documents the intent for libpq; in psycopg2's green mode (dataaccess.timeouts)
         # libpq leaves the connect timeout to the wait callback, which enforces it.
         "connect_timeout": settings.connect_timeout,
+        # A startup parameter, not an option: RDS Proxy accepts it (and it is
+        # not session state a transaction could leak to another client).
         "application_name": settings.application_name,
-        # Set at login, so every connection has it before its first statement
-        # and it costs no extra round trip.
-        "options": f"-c statement_timeout={settings.statement_timeout_ms}",
         # A peer that vanished without a reset: keepalives probe an idle
         # connection, tcp_user_timeout bounds unacknowledged data in flight;
         # both give up after settings.dead_peer_seconds.
@@ -82,6 +81,12 @@ def create_engine(
         "keepalives_count": settings.keepalives_count,
         "tcp_user_timeout": settings.dead_peer_seconds * 1000,
     }
+    if not settings.proxy:
+        # Set at login, so every connection has it before its first statement
+        # and it costs no extra round trip. RDS Proxy refuses any startup option,
+        # and a SET (even SET LOCAL) would pin: behind it the login role's own
+        # default applies (migration 0007), checked once by _check_role_timeout.
+        connect_args["options"] = f"-c statement_timeout={settings.statement_timeout_ms}"
     if is_writer:
         # Refuse, at login, a writer endpoint that resolves to a read-only server
         # (the old writer during a failover); the connect is then retried.
@@ -108,7 +113,46 @@ def create_engine(
     sa.event.listen(engine, "handle_error", _invalidate_when_writer_gone)
     if not kwargs["pool_pre_ping"]:
         _ping_when_idle(engine, settings.pool_pre_ping_idle)
+    if settings.proxy:
+        sa.event.listen(engine, "connect", _check_role_timeout(settings), once=True)
     return engine
+
+
+# The server's statement_timeout in ms: a read, which pins nothing.
+_STATEMENT_TIMEOUT = "SELECT setting::integer FROM pg_settings WHERE name = 'statement_timeout'"
+
+
+def _check_role_timeout(settings: Settings) -> Any:
+    """Warn, once per engine, when the server's statement timeout is not DB_STATEMENT_TIMEOUT_MS.
+
+    Behind RDS Proxy the package cannot set the timeout (the proxy refuses
+    startup options, and a SET pins), so the login role's default applies, which
+    migration 0007 sets. A mismatch is worth a warning, not a failure: every
+    wait stays bounded by DB_SOCKET_TIMEOUT either way.
+    """
+
+    def check(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True  # one round trip, no transaction around it
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute(_STATEMENT_TIMEOUT)
+                (server_ms,) = cursor.fetchone()
+        except psycopg2.Error as exc:  # advisory only: the connection's own use will tell
+            log.warning("proxy mode: could not read statement_timeout: %s", _first_line(exc))
+            return
+        finally:
+            if not dbapi_connection.closed:
+                dbapi_connection.autocommit = autocommit
+        if server_ms != settings.statement_timeout_ms:
+            log.warning(
+                "proxy mode: the server's statement_timeout for this login is %d ms, not "
+                "DB_STATEMENT_TIMEOUT_MS=%d; the role's default applies (migration 0007)",
+                server_ms,
+                settings.statement_timeout_ms,
+            )
+
+    return check
 
 
 def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
@@ -140,6 +184,11 @@ def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
 
 
 def _pool_policy(settings: Settings) -> dict[str, Any]:
+    # Behind RDS Proxy (settings.proxy) the same sizes hold for other reasons: the
+    # proxy keeps the real pool and lends a database connection per transaction, so
+    # an idle client connection costs the database nothing, and the client pool only
+    # needs to cover its process's concurrency. Connections the proxy closed after
+    # its IdleClientTimeout (1800 s by default) are pinged before reuse, being idle.
     if settings.in_lambda:
         # One invocation at a time per execution environment: one connection,
         # kept across warm invocations and pinged before reuse, since the

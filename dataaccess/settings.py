@@ -7,6 +7,7 @@ deploy script and the tests; `ENV_VARS` lists every one of them.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ ENV_VARS: tuple[str, ...] = (
     "DB_REGION",
     "DB_READER_HOST",
     "DB_IAM_HOST",
+    "DB_PROXY",
     "DB_SSLMODE",
     "DB_ALLOW_INSECURE_TLS",
     "DB_SSLROOTCERT",
@@ -78,6 +80,9 @@ class Settings:
     region: str | None = None
     reader_host: str | None = None
     iam_host: str | None = None
+    # DB_HOST (and DB_READER_HOST) is an RDS Proxy endpoint: no startup options
+    # (the proxy refuses them), nothing that pins (dataaccess/engine.py).
+    proxy: bool = False
     sslmode: str = "verify-full"
     sslrootcert: str | None = None
     pool_size: int = 5
@@ -127,13 +132,18 @@ class Settings:
         _check_tls(env, sslmode)
         if runtime is None:
             runtime = "lambda" if env.optional("AWS_LAMBDA_FUNCTION_NAME") else "service"
+        proxy = env.flag("DB_PROXY")
+        host = env.required("DB_HOST")
+        reader_host = env.optional("DB_READER_HOST")
+        iam_host = env.optional("DB_IAM_HOST")
+        _check_proxy(proxy, runtime, host=host, reader_host=reader_host, iam_host=iam_host)
         statement_timeout_ms = env.integer("DB_STATEMENT_TIMEOUT_MS", 30_000, low=0)
         # No statement timeout means no bound the client could safely add either.
         socket_default = (
             -(-statement_timeout_ms // 1000) + SOCKET_TIMEOUT_MARGIN if statement_timeout_ms else 0
         )
         return cls(
-            host=env.required("DB_HOST"),
+            host=host,
             name=env.required("DB_NAME"),
             user=env.required("DB_USER") if auth != "secret" else env.optional("DB_USER"),
             port=env.integer("DB_PORT", 5432, low=1, high=65535),
@@ -141,8 +151,9 @@ class Settings:
             secret_id=env.required("DB_SECRET_ID") if auth == "secret" else None,
             password=env.required("DB_PASSWORD") if auth == "password" else None,
             region=_region(env, required=auth in ("iam", "secret")),
-            reader_host=env.optional("DB_READER_HOST"),
-            iam_host=env.optional("DB_IAM_HOST"),
+            reader_host=reader_host,
+            iam_host=iam_host,
+            proxy=proxy,
             sslmode=sslmode,
             sslrootcert=env.sslrootcert(required=sslmode in ("verify-ca", "verify-full")),
             pool_size=env.integer("DB_POOL_SIZE", 5, low=1, high=100),
@@ -194,6 +205,60 @@ def _check_tls(env: _Env, sslmode: str) -> None:
             f"DB_ALLOW_INSECURE_TLS is for local databases only; refused here ({running_in[0]} "
             "is set): use DB_SSLMODE=verify-full with the RDS CA bundle"
         )
+
+
+# AWS's own endpoint names (a CNAME of one is not recognised, and needs none of this):
+# <cluster>.cluster[-ro|-custom]-<id>.<region>.rds.amazonaws.com for Aurora, and
+# <proxy>.proxy-<id>.<region>.rds.amazonaws.com (custom proxy endpoints:
+# <name>.endpoint.proxy-<id>...) for RDS Proxy.
+_AWS_DOMAIN = r"\.[a-z0-9-]+\.rds\.amazonaws\.com(?:\.cn)?\.?$"
+_PROXY_ENDPOINT = re.compile(r"(?:^|\.)proxy-[a-z0-9]+" + _AWS_DOMAIN, re.IGNORECASE)
+_CLUSTER_ENDPOINT = re.compile(r"\.cluster-(?:ro-|custom-)?[a-z0-9]+" + _AWS_DOMAIN, re.IGNORECASE)
+
+
+def _check_proxy(
+    proxy: bool,
+    runtime: Runtime,
+    *,
+    host: str,
+    reader_host: str | None,
+    iam_host: str | None,
+) -> None:
+    """Refuse, at start-up, what cannot work with (or without) RDS Proxy."""
+    behind_proxy = [
+        (name, value)
+        for name, value in (("DB_HOST", host), ("DB_READER_HOST", reader_host))
+        if value and _PROXY_ENDPOINT.search(value)
+    ]
+    if runtime == "migration":
+        # Migrations hold a session-level advisory lock and set lock_timeout for the
+        # session (alembic/env.py): both would pin, and DDL wants the writer itself.
+        if proxy:
+            raise SettingsError(
+                "DB_PROXY is for the application's connections: migrations connect to the "
+                "cluster's writer endpoint; unset DB_PROXY for alembic"
+            )
+        if behind_proxy:
+            name, value = behind_proxy[0]
+            raise SettingsError(
+                f"{name} is an RDS Proxy endpoint ({value}): migrations connect to the "
+                "cluster's writer endpoint"
+            )
+        return
+    if not proxy:
+        if behind_proxy:
+            name, value = behind_proxy[0]
+            raise SettingsError(
+                f"DB_PROXY must be true when {name} is an RDS Proxy endpoint ({value}): "
+                "the proxy refuses the statement timeout sent at login otherwise"
+            )
+        return
+    for name, signed in (("DB_HOST", host), ("DB_IAM_HOST", iam_host)):
+        if signed and _CLUSTER_ENDPOINT.search(signed):
+            raise SettingsError(
+                f"DB_PROXY=true but {name} is an Aurora cluster endpoint ({signed}): set it "
+                "to the proxy's endpoint, which its IAM tokens must be signed for"
+            )
 
 
 def _region(env: _Env, *, required: bool) -> str | None:

@@ -136,8 +136,9 @@ class UnitOfWork:
             if self.read_only:
                 # psycopg2 opens its transaction lazily, at the first statement;
                 # with this flag it sends BEGIN READ ONLY then: no extra round trip,
-                # and a stray write fails on any endpoint. Database resets the flag
-                # when the connection goes back to the pool.
+                # no SET (which would pin an RDS Proxy session), and a stray write
+                # fails on any endpoint. Database resets the flag when the connection
+                # goes back to the pool.
                 connection.connection.dbapi_connection.readonly = True  # type: ignore[union-attr]
             self._connection = connection
         return self._connection

@@ -340,12 +340,14 @@ def test_reader_role_is_an_rds_iam_login_without_superpowers(admin):
     row = admin.execute(
         "SELECT rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolbypassrls, "
         "pg_has_role(%(r)s, 'rds_iam', 'MEMBER'), pg_has_role(%(r)s, %(app)s, 'MEMBER'), "
-        "rolconfig FROM pg_roles WHERE rolname = %(r)s",
+        "coalesce(rolconfig, '{}') FROM pg_roles WHERE rolname = %(r)s",
         {"r": READER_ROLE, "app": APP_ROLE},
     ).fetchone()
-    # No role settings: default_transaction_read_only = on would make libpq's
-    # target_session_attrs=read-write (the writer engine) refuse the role (0006).
-    assert row == (True, False, False, False, False, True, False, None)
+    # Its one role setting is the statement timeout (0007, for RDS Proxy mode). Never
+    # default_transaction_read_only = on: libpq's target_session_attrs=read-write
+    # (the writer engine) would refuse the role (0006).
+    assert row[:-1] == (True, False, False, False, False, True, False)
+    assert [s for s in row[-1] if not s.startswith("statement_timeout=")] == []
 
 
 def test_reader_role_holds_select_on_the_report_tables_and_nothing_else(admin):

@@ -14,6 +14,10 @@ BASE = {
 }
 
 
+PROXY_ENDPOINT = "app.proxy-a1b2c3d4e5f6.eu-west-1.rds.amazonaws.com"
+CLUSTER_ENDPOINT = "app.cluster-a1b2c3d4e5f6.eu-west-1.rds.amazonaws.com"
+
+
 def env(**overrides):
     merged = {**BASE, **overrides}
     return {k: v for k, v in merged.items() if v is not None}
@@ -126,6 +130,14 @@ def test_secret_mode_takes_the_user_from_the_secret():
         ({"DB_SECRET_RETRY_WINDOW": "-1"}, "DB_SECRET_RETRY_WINDOW"),
         ({"DB_IAM_USER": "app-iam; DROP ROLE x"}, "DB_IAM_USER"),
         ({"DB_IAM_USER": "1app"}, "DB_IAM_USER"),
+        ({"DB_PROXY": "maybe"}, "DB_PROXY"),
+        ({"DB_HOST": PROXY_ENDPOINT}, "DB_PROXY"),  # the proxy would refuse the login
+        ({"DB_READER_HOST": PROXY_ENDPOINT.replace(".proxy-", "-ro.endpoint.proxy-")}, "DB_PROXY"),
+        ({"DB_PROXY": "true", "DB_HOST": CLUSTER_ENDPOINT}, "DB_PROXY"),
+        (
+            {"DB_PROXY": "true", "DB_HOST": PROXY_ENDPOINT, "DB_IAM_HOST": CLUSTER_ENDPOINT},
+            "DB_PROXY",
+        ),
     ],
 )
 def test_each_bad_variable_is_named_in_one_clear_error(overrides, variable):
@@ -134,6 +146,48 @@ def test_each_bad_variable_is_named_in_one_clear_error(overrides, variable):
     message = str(caught.value)
     assert message.startswith(variable), message
     assert "\n" not in message
+
+
+def test_proxy_mode_is_off_unless_asked_for():
+    assert Settings.from_env(env()).proxy is False
+    assert Settings.from_env(env(DB_HOST=CLUSTER_ENDPOINT)).proxy is False
+
+
+@pytest.mark.parametrize(
+    "proxy_env",
+    [
+        {"DB_HOST": PROXY_ENDPOINT},
+        # A custom read-only proxy endpoint for the reader, and a tunnel to the proxy.
+        {
+            "DB_HOST": PROXY_ENDPOINT,
+            "DB_READER_HOST": "ro.endpoint.proxy-a1b2c3.eu-west-1.rds.amazonaws.com",
+        },
+        {"DB_HOST": "127.0.0.1", "DB_IAM_HOST": PROXY_ENDPOINT},
+        # Reads may still go straight to the cluster's reader endpoint.
+        {
+            "DB_HOST": PROXY_ENDPOINT,
+            "DB_READER_HOST": CLUSTER_ENDPOINT.replace("cluster-", "cluster-ro-"),
+        },
+    ],
+)
+def test_proxy_mode_takes_proxy_endpoints(proxy_env):
+    settings = Settings.from_env(env(DB_PROXY="true", **proxy_env))
+    assert settings.proxy is True
+    assert settings.host == proxy_env["DB_HOST"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "variable"),
+    [
+        ({"DB_PROXY": "true"}, "DB_PROXY"),
+        ({"DB_HOST": PROXY_ENDPOINT}, "DB_HOST"),
+    ],
+)
+def test_migrations_never_go_through_the_proxy(overrides, variable):
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env(**overrides), runtime="migration")
+    assert str(caught.value).startswith(variable)
+    assert "writer endpoint" in str(caught.value)
 
 
 def test_settings_are_immutable():
