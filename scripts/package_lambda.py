@@ -3,7 +3,11 @@
 The zip holds, at its root: `handler.py` (so the functions' handlers are
 `handler.stock_events_handler` and `handler.report_handler`), the `dataaccess`
 package, its runtime dependencies as manylinux wheels for CPython 3.12, and the
-RDS CA bundle at `certs/rds-global-bundle.pem` when one is available.
+CA certificates at `certs/rds-global-bundle.pem`: the RDS CA bundle, which
+verifies the cluster's endpoints, followed by the Amazon Trust Services roots
+(`scripts/trust/amazon-trust-services.pem`), which verify RDS Proxy's
+certificate. One file verifies both, so the functions' DB_SSLROOTCERT is the same
+with DB_PROXY on or off, and nothing is downloaded at run time.
 
 Not shipped: boto3/botocore (the Lambda runtime provides them; `--with-boto3`
 ships the tested version instead) and alembic (migrations run at deploy time,
@@ -16,11 +20,12 @@ ran against), for the runtime dependencies only.
     python -m scripts.package_lambda [--output build/lambda.zip] [--with-boto3]
     python -m scripts.package_lambda --write-constraints
 
-The CA bundle comes from RDS_CA_BUNDLE (a path), else certs/rds-global-bundle.pem
-in the checkout, else a download from AWS (saved to certs/ for next time); when
-all fail the zip is built without it, and the script says so. With
-RDS_CA_BUNDLE_SHA256 set (the deploy sets it), a bundle with any other SHA-256 is
-refused and so is a zip without one.
+The RDS CA bundle comes from RDS_CA_BUNDLE (a path), else certs/rds-global-bundle.pem
+in the checkout, else a download from AWS (saved to certs/ for next time). Without
+one no zip is built: both functions use sslmode=verify-full with the bundle, so
+every connection of a zip without it would fail. With RDS_CA_BUNDLE_SHA256 set
+(the deploy sets it), a bundle with any other SHA-256 is refused; the Amazon roots
+file must have the SHA-256 pinned here (AMAZON_ROOTS_SHA256).
 """
 
 from __future__ import annotations
@@ -49,6 +54,10 @@ PLATFORM = "manylinux2014_x86_64"
 CA_URL = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
 CA_IN_ZIP = "certs/rds-global-bundle.pem"
 CA_CACHE = REPO / CA_IN_ZIP
+# RDS Proxy's certificate comes from AWS Certificate Manager, so it chains to these
+# public roots, not to the RDS CA; their provenance is in the file itself.
+AMAZON_ROOTS = REPO / "scripts" / "trust" / "amazon-trust-services.pem"
+AMAZON_ROOTS_SHA256 = "0f3e94c24417dfb9cb82c2239a548e94a231533cc30f6a5218efcad25aee8cb9"
 CONSTRAINTS = REPO / "constraints.txt"
 # Where the pinned dependencies run (the Lambda runtime and the API image):
 # environment markers are evaluated for it, not for the machine that packages.
@@ -231,6 +240,29 @@ def _find_ca_bundle() -> tuple[bytes | None, str]:
     return bundle, origin
 
 
+def amazon_roots() -> bytes:
+    """The Amazon Trust Services roots from the checkout, refused unless their SHA-256 is pinned."""
+    data = AMAZON_ROOTS.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != AMAZON_ROOTS_SHA256:
+        raise SystemExit(
+            f"{AMAZON_ROOTS.relative_to(REPO)} has SHA-256 {actual}, not the pinned "
+            f"AMAZON_ROOTS_SHA256 {AMAZON_ROOTS_SHA256}: check its certificates against "
+            "https://www.amazontrust.com/repository/, then update the pin"
+        )
+    return data
+
+
+def zip_ca_bundle(rds_bundle: bytes, origin: str) -> bytes:
+    """The zip's CA file: the RDS bundle (the cluster), then the Amazon roots (RDS Proxy)."""
+    header = (
+        f"# {CA_IN_ZIP}: the RDS CA bundle ({origin}, SHA-256 "
+        f"{hashlib.sha256(rds_bundle).hexdigest()}), then the Amazon Trust Services roots "
+        f"({AMAZON_ROOTS.relative_to(REPO)}) for RDS Proxy.\n"
+    )
+    return header.encode() + rds_bundle.rstrip(b"\n") + b"\n" + amazon_roots()
+
+
 def _pem_or_none(data: bytes, origin: str) -> tuple[bytes | None, str]:
     if b"-----BEGIN CERTIFICATE-----" not in data:
         return None, f"{origin} is not a PEM certificate bundle"
@@ -318,6 +350,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {CONSTRAINTS.name}: {len(pins)} pins")
         return 0
     pins = requirements(with_boto3=args.with_boto3)
+    # The certificates first: without them the zip is useless, and nothing is installed yet.
+    bundle, origin = ca_bundle()
+    if bundle is None:
+        print(
+            f"ERROR: no RDS CA bundle, so no zip: {origin}.\n"
+            f"  The functions connect with sslmode=verify-full and "
+            f"DB_SSLROOTCERT=/var/task/{CA_IN_ZIP}:\n"
+            "  without the bundle every connection would fail.\n"
+            f"  Download {CA_URL} and rebuild with RDS_CA_BUNDLE=<path to it>.",
+            file=sys.stderr,
+        )
+        return 1
+    certificates = zip_ca_bundle(bundle, origin)
     print(f"lambda package for python{RUNTIME} x86_64 ({PLATFORM}): {', '.join(pins)}")
     for name, why in NOT_SHIPPED.items():
         if not (args.with_boto3 and name == "boto3"):
@@ -327,21 +372,12 @@ def main(argv: list[str] | None = None) -> int:
         staging = Path(tmp)
         install_dependencies(staging, pins)
         copy_sources(staging)
-        bundle, origin = ca_bundle()
-        if bundle is not None:
-            (staging / "certs").mkdir(exist_ok=True)
-            (staging / CA_IN_ZIP).write_bytes(bundle)
-            print(f"  RDS CA bundle: included as {CA_IN_ZIP} (from {origin})")
-        elif os.environ.get("RDS_CA_BUNDLE_SHA256"):
-            print(f"ERROR: RDS CA bundle refused: {origin}", file=sys.stderr)
-            return 1
-        else:
-            print(
-                f"  WARNING: RDS CA bundle NOT included: {origin}.\n"
-                f"  The functions set DB_SSLROOTCERT=/var/task/{CA_IN_ZIP}, so they will fail "
-                "to start until it is there.\n"
-                f"  Download {CA_URL} and rebuild with RDS_CA_BUNDLE=<path to it>."
-            )
+        (staging / "certs").mkdir(exist_ok=True)
+        (staging / CA_IN_ZIP).write_bytes(certificates)
+        print(
+            f"  CA certificates: {CA_IN_ZIP}, the RDS CA bundle (from {origin}) and the "
+            "Amazon Trust Services roots (RDS Proxy)"
+        )
         print(f"  bytecode: {precompile(staging)}")
         unzipped = write_zip(staging, args.output)
 

@@ -1,10 +1,50 @@
-"""The packaging script's decisions, without building (building needs PyPI)."""
+"""The packaging script's decisions, without building (building needs PyPI); the CA file it
+writes is also read by libpq, against the test cluster."""
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import ssl
 import zipfile
+from pathlib import Path
+
+import psycopg2
+import pytest
 
 from scripts import package_lambda
+from scripts.localpg import free_port
+
+AMAZON_ROOTS = [
+    "Amazon Root CA 1",
+    "Amazon Root CA 2",
+    "Amazon Root CA 3",
+    "Amazon Root CA 4",
+    "Starfield Services Root Certificate Authority - G2",
+]
+
+
+def ca_certs(path) -> list[dict]:
+    """The CA certificates OpenSSL loads from a PEM file, decoded (subject, issuer, dates)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cafile=str(path))
+    return context.get_ca_certs()
+
+
+def common_name(cert: dict) -> str:
+    return dict(pair for rdn in cert["subject"] for pair in rdn)["commonName"]
+
+
+@pytest.fixture
+def no_rds_bundle_anywhere(tmp_path, monkeypatch):
+    """No RDS_CA_BUNDLE, none in the checkout, and a download URL nothing answers (offline)."""
+    monkeypatch.delenv("RDS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("RDS_CA_BUNDLE_SHA256", raising=False)
+    monkeypatch.setattr(package_lambda, "CA_CACHE", tmp_path / "no-cache.pem")
+    monkeypatch.setattr(package_lambda, "CA_URL", f"http://127.0.0.1:{free_port()}/bundle.pem")
+    installs: list[object] = []
+    monkeypatch.setattr(package_lambda, "install_dependencies", lambda *a: installs.append(a))
+    return installs
 
 
 def test_runtime_provided_and_deploy_time_packages_are_not_shipped():
@@ -59,3 +99,82 @@ def test_the_zip_is_reproducible_and_counts_its_unzipped_size(tmp_path):
     assert first == len("def stock_events_handler(event, context): ...\n")
     with zipfile.ZipFile(tmp_path / "a.zip") as archive:
         assert archive.namelist() == ["dataaccess/__init__.py", "handler.py"]
+
+
+def test_no_zip_is_built_without_an_rds_ca_bundle(no_rds_bundle_anywhere, tmp_path, capsys):
+    output = tmp_path / "lambda.zip"
+
+    assert package_lambda.main(["--output", str(output)]) == 1
+
+    assert not output.exists()
+    assert no_rds_bundle_anywhere == []  # it stopped before installing anything
+    error = capsys.readouterr().err
+    assert "no RDS CA bundle, so no zip" in error
+    assert "RDS_CA_BUNDLE=" in error  # and says how to supply one
+
+
+def test_a_bundle_with_another_checksum_builds_no_zip(
+    no_rds_bundle_anywhere, tmp_path, monkeypatch
+):
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    monkeypatch.setenv("RDS_CA_BUNDLE", str(bundle))
+    monkeypatch.setenv("RDS_CA_BUNDLE_SHA256", "0" * 64)
+
+    assert package_lambda.main(["--output", str(tmp_path / "lambda.zip")]) == 1
+    assert no_rds_bundle_anywhere == []
+
+
+def test_the_committed_amazon_roots_are_the_five_public_roots():
+    data = package_lambda.amazon_roots()  # refused unless its SHA-256 is the pinned one
+    certs = ca_certs(package_lambda.AMAZON_ROOTS)
+    assert [common_name(cert) for cert in certs] == AMAZON_ROOTS
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=365)
+    for cert in certs:
+        assert cert["issuer"] == cert["subject"]  # roots: self-signed
+        assert dt.datetime.fromtimestamp(ssl.cert_time_to_seconds(cert["notAfter"]), dt.UTC) > soon
+    # Each one's SHA-256 fingerprint is the one written beside it, which amazontrust.com lists.
+    blocks = data.decode().split("-----END CERTIFICATE-----")[:-1]
+    assert len(blocks) == len(AMAZON_ROOTS)
+    for block in blocks:
+        pem = block[block.index("-----BEGIN") :] + "-----END CERTIFICATE-----\n"
+        digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+        fingerprint = ":".join(digest[i : i + 2] for i in range(0, 64, 2))
+        assert f"# SHA256 Fingerprint: {fingerprint}" in block
+
+
+def test_changed_amazon_roots_are_refused(tmp_path, monkeypatch):
+    changed = tmp_path / "roots.pem"
+    changed.write_bytes(package_lambda.AMAZON_ROOTS.read_bytes() + b"\n")
+    monkeypatch.setattr(package_lambda, "AMAZON_ROOTS", changed)
+    monkeypatch.setattr(package_lambda, "REPO", tmp_path)
+
+    with pytest.raises(SystemExit, match="AMAZON_ROOTS_SHA256"):
+        package_lambda.amazon_roots()
+
+
+def test_the_zip_ca_file_holds_the_rds_bundle_then_the_amazon_roots(pg_cluster, tmp_path):
+    """One file for DB_SSLROOTCERT, cluster or proxy; libpq reads it whole (verify-full)."""
+    if pg_cluster.ca_file is None:
+        pytest.skip("the test cluster runs without TLS (no openssl)")
+    # The cluster's own certificate plays the RDS CA bundle.
+    rds_stand_in = Path(pg_cluster.ca_file).read_bytes()
+    combined = package_lambda.zip_ca_bundle(rds_stand_in, "the test cluster")
+    path = tmp_path / "rds-global-bundle.pem"
+    path.write_bytes(combined)
+
+    assert [common_name(cert) for cert in ca_certs(path)] == ["localpg", *AMAZON_ROOTS]
+    assert hashlib.sha256(rds_stand_in).hexdigest() in combined.decode().splitlines()[0]
+    conn = psycopg2.connect(
+        host=pg_cluster.host,
+        port=pg_cluster.port,
+        dbname="postgres",
+        user=pg_cluster.user,
+        password=pg_cluster.password,
+        sslmode="verify-full",
+        sslrootcert=str(path),
+    )
+    try:
+        assert conn.info.ssl_in_use
+    finally:
+        conn.close()
