@@ -1,7 +1,10 @@
 # IAM for dataaccess. Terraform owns every identity our own code runs as (the
 # Lambda execution roles, the API task and execution roles, the migration
 # execution role), every rds-db:connect grant, and the token-auth IAM user.
-# CloudFormation creates no such role; it takes these ARNs as parameters.
+# CloudFormation creates no such role; it takes these ARNs as parameters. The
+# RDS Proxy's role is a service role, but with end-to-end IAM authentication it
+# holds rds-db:connect on the cluster, so it is here too (proxy stack parameter
+# ProxyRoleArn). The service roles that touch no database stay in their stacks.
 #
 # Names of the queues and log groups the stacks create are fixed by convention
 # (<project>-<environment>-...), so policies can name them before they exist.
@@ -20,6 +23,11 @@ locals {
   rds_db_user_arn = "arn:${local.partition}:rds-db:${local.region}:${local.account}:dbuser:${var.cluster_resource_id}/${var.db_iam_user}"
   # The report's read-only login (migration 0006): SELECT on products and orders only.
   rds_db_reader_arn = "arn:${local.partition}:rds-db:${local.region}:${local.account}:dbuser:${var.cluster_resource_id}/${var.db_reader_user}"
+  # The same two logins through the RDS Proxy: a client presents a token for the
+  # proxy's resource id, the proxy then logs in to the cluster with its own role.
+  has_proxy_id            = var.proxy_resource_id != ""
+  rds_db_proxy_user_arn   = local.has_proxy_id ? "arn:${local.partition}:rds-db:${local.region}:${local.account}:dbuser:${var.proxy_resource_id}/${var.db_iam_user}" : null
+  rds_db_proxy_reader_arn = local.has_proxy_id ? "arn:${local.partition}:rds-db:${local.region}:${local.account}:dbuser:${var.proxy_resource_id}/${var.db_reader_user}" : null
 
   stock_events_queue_arn = "arn:${local.partition}:sqs:${local.region}:${local.account}:${local.prefix}-stock-events"
   report_dlq_arn         = "arn:${local.partition}:sqs:${local.region}:${local.account}:${local.prefix}-report-dlq"
@@ -65,6 +73,41 @@ locals {
         Resource = local.rds_db_reader_arn
       }]
     })
+
+    # Only with a proxy (null otherwise, and left out of the output): the
+    # functions' logins through it (the API connects to the cluster directly),
+    # and the proxy's own login to the cluster.
+    proxy_db_connect = local.has_proxy_id ? jsonencode({
+      Version = "2012-10-17"
+      Statement = [{
+        Sid      = "ConnectAsTheIamDatabaseUserThroughTheProxyOnly"
+        Effect   = "Allow"
+        Action   = "rds-db:connect"
+        Resource = local.rds_db_proxy_user_arn
+      }]
+    }) : null
+
+    report_proxy_db_connect = local.has_proxy_id ? jsonencode({
+      Version = "2012-10-17"
+      Statement = [{
+        Sid      = "ConnectAsTheReadOnlyDatabaseUserThroughTheProxyOnly"
+        Effect   = "Allow"
+        Action   = "rds-db:connect"
+        Resource = local.rds_db_proxy_reader_arn
+      }]
+    }) : null
+
+    # End-to-end IAM: the proxy logs in to the cluster as the user its client
+    # presented, so it may connect as exactly the users the functions use.
+    rds_proxy = var.enable_proxy ? jsonencode({
+      Version = "2012-10-17"
+      Statement = [{
+        Sid      = "ProxyConnectsAsTheFunctionsDatabaseUsersOnly"
+        Effect   = "Allow"
+        Action   = "rds-db:connect"
+        Resource = [local.rds_db_user_arn, local.rds_db_reader_arn]
+      }]
+    }) : null
 
     stock_events = jsonencode({
       Version = "2012-10-17"
@@ -157,6 +200,19 @@ locals {
     }]
   })
 
+  # Confused-deputy guard, as for the RDS monitoring role: RDS acting for this account.
+  rds_assume_role = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Effect    = "Allow"
+      Principal = { Service = "rds.amazonaws.com" }
+      Action    = "sts:AssumeRole"
+      Condition = {
+        StringEquals = { "aws:SourceAccount" = local.account }
+      }
+    }]
+  })
+
   # Confused-deputy guard: only ECS acting for this account may assume.
   ecs_tasks_assume_role = jsonencode({
     Version = "2012-10-17"
@@ -184,6 +240,22 @@ resource "aws_iam_policy" "report_db_connect" {
   policy      = local.policy_documents.report_db_connect
 }
 
+# Only the functions go through the proxy: stock-events as the IAM user, report
+# as the reader.
+resource "aws_iam_policy" "proxy_db_connect" {
+  count       = local.has_proxy_id ? 1 : 0
+  name        = "${local.prefix}-proxy-db-connect"
+  description = "rds-db:connect as ${var.db_iam_user} through proxy ${var.proxy_resource_id}, nothing else"
+  policy      = local.policy_documents.proxy_db_connect
+}
+
+resource "aws_iam_policy" "report_proxy_db_connect" {
+  count       = local.has_proxy_id ? 1 : 0
+  name        = "${local.prefix}-report-proxy-db-connect"
+  description = "rds-db:connect as the read-only ${var.db_reader_user} through proxy ${var.proxy_resource_id}, nothing else"
+  policy      = local.policy_documents.report_proxy_db_connect
+}
+
 # --- Lambda -----------------------------------------------------------------
 
 resource "aws_iam_role" "stock_events" {
@@ -209,6 +281,15 @@ resource "aws_iam_role_policy_attachment" "report_vpc" {
   policy_arn = "arn:${local.partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
 }
 
+# Trace segments: the functions' active tracing, and the API task's X-Ray daemon
+# sidecar (it uploads with the task role). Write-only: put segments and telemetry,
+# read sampling rules.
+resource "aws_iam_role_policy_attachment" "xray_write" {
+  for_each   = { stock_events = aws_iam_role.stock_events.name, report = aws_iam_role.report.name, api_task = aws_iam_role.api_task.name }
+  role       = each.value
+  policy_arn = "arn:${local.partition}:iam::aws:policy/AWSXRayDaemonWriteAccess"
+}
+
 resource "aws_iam_role_policy_attachment" "stock_events_db_connect" {
   role       = aws_iam_role.stock_events.name
   policy_arn = aws_iam_policy.db_connect.arn
@@ -218,6 +299,18 @@ resource "aws_iam_role_policy_attachment" "stock_events_db_connect" {
 resource "aws_iam_role_policy_attachment" "report_db_connect" {
   role       = aws_iam_role.report.name
   policy_arn = aws_iam_policy.report_db_connect.arn
+}
+
+resource "aws_iam_role_policy_attachment" "stock_events_proxy_db_connect" {
+  count      = local.has_proxy_id ? 1 : 0
+  role       = aws_iam_role.stock_events.name
+  policy_arn = aws_iam_policy.proxy_db_connect[0].arn
+}
+
+resource "aws_iam_role_policy_attachment" "report_proxy_db_connect" {
+  count      = local.has_proxy_id ? 1 : 0
+  role       = aws_iam_role.report.name
+  policy_arn = aws_iam_policy.report_proxy_db_connect[0].arn
 }
 
 resource "aws_iam_role_policy" "stock_events" {
@@ -271,6 +364,24 @@ resource "aws_iam_role_policy" "migration_execution" {
   name   = "pull-log-and-master-secret"
   role   = aws_iam_role.migration_execution.id
   policy = local.policy_documents.migration_execution
+}
+
+# --- RDS Proxy ------------------------------------------------------------------
+# Created before the proxy stack (which takes its ARN); the functions' grants
+# through the proxy follow once the stack has given its resource id.
+
+resource "aws_iam_role" "rds_proxy" {
+  count              = var.enable_proxy ? 1 : 0
+  name               = "${local.prefix}-rds-proxy"
+  description        = "RDS Proxy: logs in to the cluster with IAM as the functions' database users"
+  assume_role_policy = local.rds_assume_role
+}
+
+resource "aws_iam_role_policy" "rds_proxy" {
+  count  = var.enable_proxy ? 1 : 0
+  name   = "connect-to-the-cluster"
+  role   = aws_iam_role.rds_proxy[0].id
+  policy = local.policy_documents.rds_proxy
 }
 
 # --- Token-auth IAM user -----------------------------------------------------

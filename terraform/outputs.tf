@@ -8,6 +8,21 @@ output "rds_db_reader_arn" {
   value       = local.rds_db_reader_arn
 }
 
+output "rds_db_proxy_user_arn" {
+  description = "rds-db:connect resource of stock-events through the proxy (null without proxy_resource_id)."
+  value       = local.rds_db_proxy_user_arn
+}
+
+output "rds_db_proxy_reader_arn" {
+  description = "rds-db:connect resource of the report through the proxy (null without proxy_resource_id)."
+  value       = local.rds_db_proxy_reader_arn
+}
+
+output "rds_proxy_role_arn" {
+  description = "proxy stack parameter ProxyRoleArn (null unless enable_proxy)."
+  value       = one(aws_iam_role.rds_proxy[*].arn)
+}
+
 output "db_connect_policy_arn" {
   description = "Managed policy holding rds-db:connect."
   value       = aws_iam_policy.db_connect.arn
@@ -45,5 +60,5 @@ output "token_auth_user_name" {
 
 output "policy_documents" {
   description = "Every permission policy this module creates, by name, for review."
-  value       = local.policy_documents
+  value       = { for name, document in local.policy_documents : name => document if document != null }
 }

@@ -40,6 +40,29 @@ variable "cluster_resource_id" {
   }
 }
 
+variable "enable_proxy" {
+  description = "Create the RDS Proxy's role (proxy stack parameter ProxyRoleArn): rds-db:connect on the cluster as db_iam_user and db_reader_user. The deploy sets it with DB_PROXY=on, before the proxy stack exists."
+  type        = bool
+  default     = false
+}
+
+variable "proxy_resource_id" {
+  description = "RDS Proxy resource id (proxy stack output ProxyResourceId, prx-...): adds rds-db:connect through the proxy for the Lambda roles. Empty when there is no proxy (yet)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.proxy_resource_id == "" || can(regex("^prx-[a-z0-9]+$", var.proxy_resource_id))
+    error_message = "proxy_resource_id must be empty or a proxy resource id such as prx-0123456789abcdef0, never a wildcard."
+  }
+
+  # A proxy the module holds no role for would be one it cannot log in through.
+  validation {
+    condition     = var.proxy_resource_id == "" || var.enable_proxy
+    error_message = "proxy_resource_id needs enable_proxy = true."
+  }
+}
+
 variable "db_iam_user" {
   description = "Database login role that authenticates with IAM tokens (aurora stack output IamDbUser)."
   type        = string

@@ -1,5 +1,6 @@
 # Offline: a mocked provider with fixed account, partition and region, so the
-# exact rds-db:connect ARN can be asserted. Run by `make tf-test`.
+# exact rds-db:connect ARNs (cluster and RDS Proxy) can be asserted. Run by
+# `make tf-test`.
 
 mock_provider "aws" {
   override_data {
@@ -32,6 +33,16 @@ override_resource {
 override_resource {
   target = aws_iam_policy.report_db_connect
   values = { arn = "arn:aws:iam::111122223333:policy/dataaccess-dev-report-db-connect" }
+}
+
+override_resource {
+  target = aws_iam_policy.proxy_db_connect
+  values = { arn = "arn:aws:iam::111122223333:policy/dataaccess-dev-proxy-db-connect" }
+}
+
+override_resource {
+  target = aws_iam_policy.report_proxy_db_connect
+  values = { arn = "arn:aws:iam::111122223333:policy/dataaccess-dev-report-proxy-db-connect" }
 }
 
 variables {
@@ -118,6 +129,20 @@ run "db_connect_is_exactly_one_db_user_on_one_cluster" {
   assert {
     condition     = !strcontains(aws_iam_role.api_execution.name, "migration") && !strcontains(output.policy_documents.api_execution, "secretsmanager")
     error_message = "the API execution role must not read secrets"
+  }
+}
+
+# Tracing (the functions' TracingConfig, the API's X-Ray daemon) needs the
+# roles to write segments; nothing else gets the managed policy.
+run "tracing_roles_may_write_traces_only" {
+  command = plan
+
+  assert {
+    condition = (
+      toset([for a in aws_iam_role_policy_attachment.xray_write : a.role]) == toset([aws_iam_role.stock_events.name, aws_iam_role.report.name, aws_iam_role.api_task.name])
+      && toset([for a in aws_iam_role_policy_attachment.xray_write : a.policy_arn]) == toset(["arn:aws:iam::aws:policy/AWSXRayDaemonWriteAccess"])
+    )
+    error_message = "both functions and the API task role (and only they) hold AWSXRayDaemonWriteAccess"
   }
 }
 
@@ -261,4 +286,187 @@ run "wildcard_reader_user_is_rejected" {
   }
 
   expect_failures = [var.db_reader_user]
+}
+
+# --- RDS Proxy: exact grants with and without it ---------------------------------
+
+run "without_a_proxy_nothing_names_one" {
+  command = apply
+
+  assert {
+    condition = (
+      !strcontains(jsonencode(output.policy_documents), "prx-")
+      && length(aws_iam_role.rds_proxy) == 0
+      && length(aws_iam_policy.proxy_db_connect) == 0
+      && length(aws_iam_policy.report_proxy_db_connect) == 0
+      && output.rds_proxy_role_arn == null
+      && output.rds_db_proxy_user_arn == null
+      && output.rds_db_proxy_reader_arn == null
+    )
+    error_message = "with no proxy, no policy may name one and no proxy role may exist"
+  }
+
+  assert {
+    condition     = toset(keys(output.policy_documents)) == toset(["api_execution", "db_connect", "migration_execution", "report", "report_db_connect", "stock_events"])
+    error_message = "without a proxy the module creates exactly the six base policies"
+  }
+}
+
+# The deploy's first Terraform pass with DB_PROXY=on: the proxy stack needs the
+# role before it can give the proxy's resource id.
+run "proxy_role_comes_before_the_proxy" {
+  command = apply
+
+  variables {
+    enable_proxy = true
+  }
+
+  assert {
+    condition = jsondecode(output.policy_documents.rds_proxy).Statement == [{
+      Sid      = "ProxyConnectsAsTheFunctionsDatabaseUsersOnly"
+      Effect   = "Allow"
+      Action   = "rds-db:connect"
+      Resource = ["arn:aws:rds-db:eu-west-1:111122223333:dbuser:cluster-ABCDEFGHIJKLMNOPQRSTUVWXY0/app_iam", "arn:aws:rds-db:eu-west-1:111122223333:dbuser:cluster-ABCDEFGHIJKLMNOPQRSTUVWXY0/app_reader"]
+    }]
+    error_message = "the proxy's role may connect to the cluster as exactly the two function users"
+  }
+
+  assert {
+    condition = jsondecode(aws_iam_role.rds_proxy[0].assume_role_policy).Statement == [{
+      Effect    = "Allow"
+      Principal = { Service = "rds.amazonaws.com" }
+      Action    = "sts:AssumeRole"
+      Condition = { StringEquals = { "aws:SourceAccount" = "111122223333" } }
+    }]
+    error_message = "only RDS, acting for this account, may assume the proxy's role"
+  }
+
+  assert {
+    condition     = aws_iam_role_policy.rds_proxy[0].role == aws_iam_role.rds_proxy[0].id && output.rds_proxy_role_arn == aws_iam_role.rds_proxy[0].arn
+    error_message = "the proxy's policy belongs to its role, whose ARN is output for the proxy stack"
+  }
+
+  assert {
+    condition     = !strcontains(jsonencode(output.policy_documents), "prx-") && length(aws_iam_policy.proxy_db_connect) == 0
+    error_message = "no grant through a proxy before its resource id is known"
+  }
+}
+
+run "with_the_proxy_each_function_connects_through_it_exactly" {
+  command = apply
+
+  variables {
+    enable_proxy      = true
+    proxy_resource_id = "prx-0123456789abcdef0"
+  }
+
+  assert {
+    condition     = output.rds_db_proxy_user_arn == "arn:aws:rds-db:eu-west-1:111122223333:dbuser:prx-0123456789abcdef0/app_iam" && output.rds_db_proxy_reader_arn == "arn:aws:rds-db:eu-west-1:111122223333:dbuser:prx-0123456789abcdef0/app_reader"
+    error_message = "proxy ARNs are ${output.rds_db_proxy_user_arn} and ${output.rds_db_proxy_reader_arn}"
+  }
+
+  assert {
+    condition = jsondecode(aws_iam_policy.proxy_db_connect[0].policy).Statement == [{
+      Sid      = "ConnectAsTheIamDatabaseUserThroughTheProxyOnly"
+      Effect   = "Allow"
+      Action   = "rds-db:connect"
+      Resource = "arn:aws:rds-db:eu-west-1:111122223333:dbuser:prx-0123456789abcdef0/app_iam"
+    }]
+    error_message = "proxy_db_connect must allow exactly rds-db:connect as app_iam through the proxy"
+  }
+
+  assert {
+    condition = jsondecode(aws_iam_policy.report_proxy_db_connect[0].policy).Statement == [{
+      Sid      = "ConnectAsTheReadOnlyDatabaseUserThroughTheProxyOnly"
+      Effect   = "Allow"
+      Action   = "rds-db:connect"
+      Resource = "arn:aws:rds-db:eu-west-1:111122223333:dbuser:prx-0123456789abcdef0/app_reader"
+    }]
+    error_message = "report_proxy_db_connect must allow exactly rds-db:connect as app_reader through the proxy"
+  }
+
+  # Every rds-db statement of every policy, by policy: exactly these resources.
+  assert {
+    condition = {
+      for name, doc in output.policy_documents : name => flatten([
+        for s in jsondecode(doc).Statement : flatten([s.Resource])
+        if anytrue([for a in flatten([s.Action]) : startswith(a, "rds-db:")])
+      ]) if strcontains(doc, "rds-db")
+      } == {
+      db_connect              = ["arn:aws:rds-db:eu-west-1:111122223333:dbuser:cluster-ABCDEFGHIJKLMNOPQRSTUVWXY0/app_iam"]
+      report_db_connect       = ["arn:aws:rds-db:eu-west-1:111122223333:dbuser:cluster-ABCDEFGHIJKLMNOPQRSTUVWXY0/app_reader"]
+      proxy_db_connect        = ["arn:aws:rds-db:eu-west-1:111122223333:dbuser:prx-0123456789abcdef0/app_iam"]
+      report_proxy_db_connect = ["arn:aws:rds-db:eu-west-1:111122223333:dbuser:prx-0123456789abcdef0/app_reader"]
+      rds_proxy               = ["arn:aws:rds-db:eu-west-1:111122223333:dbuser:cluster-ABCDEFGHIJKLMNOPQRSTUVWXY0/app_iam", "arn:aws:rds-db:eu-west-1:111122223333:dbuser:cluster-ABCDEFGHIJKLMNOPQRSTUVWXY0/app_reader"]
+    }
+    error_message = "an rds-db grant names a resource other than its one exact dbuser ARN (or the proxy role's two)"
+  }
+
+  assert {
+    condition = alltrue(flatten([
+      for doc in values(output.policy_documents) : [
+        for s in jsondecode(doc).Statement : !anytrue([for a in flatten([s.Action]) : a == "*" || a == "rds-db:*" || (startswith(a, "rds-db:") && a != "rds-db:connect")])
+      ]
+    ]))
+    error_message = "no policy may grant *, rds-db:* or any rds-db action but connect"
+  }
+
+  # stock-events through the proxy as the IAM user, report as the reader; the
+  # API task role and the token-auth group connect to the cluster only.
+  assert {
+    condition = (
+      aws_iam_role_policy_attachment.stock_events_proxy_db_connect[0].role == aws_iam_role.stock_events.name
+      && aws_iam_role_policy_attachment.stock_events_proxy_db_connect[0].policy_arn == aws_iam_policy.proxy_db_connect[0].arn
+      && aws_iam_role_policy_attachment.report_proxy_db_connect[0].role == aws_iam_role.report.name
+      && aws_iam_role_policy_attachment.report_proxy_db_connect[0].policy_arn == aws_iam_policy.report_proxy_db_connect[0].arn
+      && aws_iam_policy.proxy_db_connect[0].arn != aws_iam_policy.report_proxy_db_connect[0].arn
+    )
+    error_message = "stock-events must hold proxy_db_connect and report must hold report_proxy_db_connect"
+  }
+
+  assert {
+    condition = (
+      aws_iam_role_policy_attachment.api_task_db_connect.policy_arn == aws_iam_policy.db_connect.arn
+      && aws_iam_group_policy_attachment.token_auth_db_connect[0].policy_arn == aws_iam_policy.db_connect.arn
+      && !strcontains(output.policy_documents.db_connect, "prx-")
+    )
+    error_message = "the API and the token-auth user keep the cluster grant only: they do not go through the proxy"
+  }
+
+  assert {
+    condition     = length(output.policy_documents) == 9
+    error_message = "policy_documents must list every policy, the three proxy ones included"
+  }
+}
+
+run "proxy_resource_id_must_be_a_proxy_id" {
+  command = plan
+
+  variables {
+    enable_proxy      = true
+    proxy_resource_id = "prx-*"
+  }
+
+  expect_failures = [var.proxy_resource_id]
+}
+
+run "cluster_id_is_not_a_proxy_id" {
+  command = plan
+
+  variables {
+    enable_proxy      = true
+    proxy_resource_id = "cluster-ABCDEFGHIJKLMNOPQRSTUVWXY0"
+  }
+
+  expect_failures = [var.proxy_resource_id]
+}
+
+run "proxy_resource_id_needs_the_proxy_role" {
+  command = plan
+
+  variables {
+    proxy_resource_id = "prx-0123456789abcdef0"
+  }
+
+  expect_failures = [var.proxy_resource_id]
 }

@@ -21,11 +21,13 @@ TEMPLATE_NAMES = (
     "network",
     "secrets",
     "aurora",
+    "proxy",
     "ecs-cluster",
     "migration",
     "ecs-api",
     "lambda",
     "cognito",
+    "dashboard",
 )
 
 PSEUDO = {
@@ -56,11 +58,20 @@ def templates() -> dict[str, dict[str, Any]]:
 
 
 class Resolver:
-    """Evaluates intrinsics with parameter defaults, following ImportValue into
-    the exporting template, so properties can be compared as plain values."""
+    """Evaluates intrinsics with parameter defaults (or the values given per stack),
+    following ImportValue into the exporting template, so properties can be
+    compared as plain values. Conditions are evaluated, as CloudFormation would."""
 
-    def __init__(self, templates: Mapping[str, Mapping[str, Any]]) -> None:
+    def __init__(
+        self,
+        templates: Mapping[str, Mapping[str, Any]],
+        parameters: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
         self.templates = templates
+        self.given = {stack: dict(values) for stack, values in (parameters or {}).items()}
+        for stack, values in self.given.items():
+            unknown = set(values) - set(templates[stack].get("Parameters", {}))
+            assert not unknown, f"{stack} declares no parameter {unknown}"
         self.exports: dict[str, tuple[str, Any]] = {}
         for stack, template in templates.items():
             for output in template.get("Outputs", {}).values():
@@ -74,13 +85,63 @@ class Resolver:
             return PSEUDO[name]
         params = self.templates[stack].get("Parameters", {})
         if name in params:
-            return params[name].get("Default", f"<{name}>")
+            value = self.given.get(stack, {}).get(name, params[name].get("Default", f"<{name}>"))
+            kind = params[name]["Type"]
+            if kind == "CommaDelimitedList" or kind.startswith("List<"):
+                return value if isinstance(value, list) else str(value).split(",")
+            return value
         assert name in self.templates[stack]["Resources"], f"{stack}: unknown Ref {name}"
         return f"<{name}>"
 
+    def condition(self, stack: str, name: str) -> bool:
+        """A named condition of the stack, evaluated with its parameters."""
+        return self.truth(stack, self.templates[stack]["Conditions"][name])
+
+    def truth(self, stack: str, node: Any) -> bool:
+        """A condition or rule expression: Fn::Equals/Not/And/Or/Contains, Condition."""
+        if isinstance(node, bool):
+            return node
+        ((key, arg),) = node.items()
+        if key == "Condition":
+            return self.condition(stack, arg)
+        if key == "Fn::Equals":
+            left, right = (str(self.resolve(stack, a)) for a in arg)
+            return left == right
+        if key == "Fn::Not":
+            return not self.truth(stack, arg[0])
+        if key == "Fn::And":
+            return all(self.truth(stack, a) for a in arg)
+        if key == "Fn::Or":
+            return any(self.truth(stack, a) for a in arg)
+        if key == "Fn::Contains":
+            values, value = self.resolve(stack, arg[0]), self.resolve(stack, arg[1])
+            return str(value) in [str(v) for v in values]
+        raise AssertionError(f"{stack}: no evaluator for {key}")
+
+    def active(self, stack: str) -> dict[str, Any]:
+        """The stack's resources whose Condition holds (all, for those without one)."""
+        return {
+            name: resource
+            for name, resource in self.templates[stack]["Resources"].items()
+            if "Condition" not in resource or self.condition(stack, resource["Condition"])
+        }
+
+    def refusals(self, stack: str) -> list[str]:
+        """What the template's Rules refuse with these parameters (AssertDescriptions)."""
+        refused = []
+        for rule in self.templates[stack].get("Rules", {}).values():
+            if "RuleCondition" in rule and not self.truth(stack, rule["RuleCondition"]):
+                continue
+            for assertion in rule["Assertions"]:
+                if not self.truth(stack, assertion["Assert"]):
+                    refused.append(assertion["AssertDescription"])
+        return refused
+
     def resolve(self, stack: str, node: Any) -> Any:
         if isinstance(node, list):
-            return [self.resolve(stack, item) for item in node]
+            items = [self.resolve(stack, item) for item in node]
+            # AWS::NoValue in a list (also from an Fn::If branch) is no item.
+            return [item for item in items if item is not None]
         if not isinstance(node, dict):
             return node
         if len(node) == 1:
@@ -104,10 +165,15 @@ class Resolver:
             if key == "Fn::Split":
                 delimiter, text = arg
                 return str(self.resolve(stack, text)).split(delimiter)
+            if key == "Fn::Select":
+                index, items = arg
+                return self.resolve(stack, items)[int(index)]
             if key == "Fn::If":
-                # Conditions default to their "true" branch; tests that care look at both.
-                return self.resolve(stack, arg[1])
-        return {k: self.resolve(stack, v) for k, v in node.items()}
+                branch = arg[1] if self.condition(stack, arg[0]) else arg[2]
+                return self.resolve(stack, branch)
+        resolved = {k: self.resolve(stack, v) for k, v in node.items()}
+        # A key whose value is AWS::NoValue is not there at all, as in CloudFormation.
+        return {k: v for k, v in resolved.items() if v is not None}
 
     def _sub(self, stack: str, arg: Any) -> str:
         text, variables = (arg, {}) if isinstance(arg, str) else arg

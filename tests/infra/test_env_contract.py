@@ -30,7 +30,8 @@ REQUIRED_IAM |= {"DB_SSLMODE", "DB_SSLROOTCERT"}
 
 def container_env(template: dict[str, Any], resolver: Resolver, stack: str) -> dict[str, Any]:
     (task,) = (r for r in template["Resources"].values() if r["Type"] == "AWS::ECS::TaskDefinition")
-    (container,) = task["Properties"]["ContainerDefinitions"]
+    # The application's container (api, migrate), not an optional sidecar.
+    (container,) = (c for c in task["Properties"]["ContainerDefinitions"] if "Name" in c)
     env = {e["Name"]: resolver.resolve(stack, e["Value"]) for e in container["Environment"]}
     # ECS `secrets` arrive as environment variables too; their values are not ours to see.
     env.update({s["Name"]: "injected-by-ecs" for s in container.get("Secrets", [])})

@@ -83,7 +83,7 @@ def test_terraform_test_passes_offline(terraform):
     assert result.returncode == 0, result.stdout + result.stderr
     match = re.search(r"Success! (\d+) passed, 0 failed", result.stdout)
     assert match, result.stdout
-    assert int(match.group(1)) >= 5
+    assert int(match.group(1)) >= 17
 
 
 def test_every_permission_policy_comes_from_the_tested_map():
