@@ -14,22 +14,29 @@ A batch of stock events is applied set-based, in one unit of work
 for the whole batch). When that fails for any reason but an unreachable
 database (a record the validator let through, a deadlock, a statement timeout),
 each record gets its own unit of work, so only the records that fail again fail.
+
+X-Ray (Powertools Tracer), when tracing is on: a subsegment per unit of work, one
+per statement (its SQL, never its parameters) and one per new connection.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import json
 import os
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, SQSEvent, SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from sqlalchemy import event as sa_event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine
 
 from dataaccess import Database, Settings, reports, services
 from dataaccess.credentials import CredentialProvider, provider_for
@@ -43,6 +50,11 @@ from dataaccess.services import StockEventIn
 # (Powertools writes raw UTF-8): a hostile event id with a lone surrogate ("\ud800")
 # would otherwise fail to encode, and its failure line would be lost.
 logger = Logger(json_serializer=functools.partial(json.dumps, separators=(",", ":"), default=str))
+# None when tracing is off: POWERTOOLS_TRACE_DISABLED (the template sets it unless
+# Tracing=Active: Lambda tells a function nothing of its tracing mode), or outside
+# Lambda. Asked of Tracer's own rule without building one, because Tracer() imports
+# the X-Ray SDK even when disabled (docs/infrastructure.md has the cold-start cost).
+tracer: Tracer | None = None if Tracer._is_tracer_disabled() else Tracer(auto_patch=False)
 
 _database: Database | None = None
 _writer_credentials: CredentialProvider | None = None
@@ -84,6 +96,9 @@ def get_database() -> Database:
         credentials = provider_for(settings, settings.host)
         _database = Database.from_settings(settings, credentials=credentials)
         _writer_credentials = credentials
+        if tracer is not None:
+            for engine in {_database.writer, _database.reader or _database.writer}:
+                _trace_engine(engine)
         logger.info(
             "database configured",
             extra={"auth": settings.auth, "reader": settings.reader_host is not None},
@@ -101,6 +116,85 @@ def set_database(database: Database | None) -> Database | None:
 def writer_credentials() -> CredentialProvider | None:
     """The writer's credential provider when get_database built it (its token cache)."""
     return _writer_credentials
+
+
+# -- X-Ray -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _traced(name: str, **annotations: int | str) -> Iterator[None]:
+    """A subsegment around a unit of work when tracing is on. A failure is marked with
+    `_describe(error)`, never the error's own text, which may quote values."""
+    recorder = tracer.provider if tracer is not None else None
+    subsegment = recorder.begin_subsegment(name) if recorder is not None else None
+    if subsegment is None:  # tracing off, or no trace to join
+        yield
+        return
+    for key, value in annotations.items():
+        subsegment.put_annotation(key, value)
+    try:
+        yield
+    except Exception as exc:
+        _mark_failed(subsegment, exc)
+        raise
+    finally:
+        recorder.end_subsegment()
+
+
+def _mark_failed(subsegment: Any, exc: BaseException) -> None:
+    if isinstance(exc, DomainError):
+        subsegment.add_error_flag()  # a rejected event: the caller's error, not ours
+    else:
+        subsegment.add_fault_flag()
+    subsegment.put_annotation("error", _describe(exc))
+
+
+def _trace_engine(engine: Engine) -> None:
+    """A remote subsegment for each statement on `engine` (the SQL as sent to the driver,
+    with placeholders: psycopg2 binds the values later) and for each new connection
+    (IAM token, TLS and login: most of a cold invocation's database time)."""
+    assert tracer is not None
+    recorder = tracer.provider
+    url = engine.url
+    name = f"{url.database}@{url.host}"
+    sql = {
+        "url": f"postgresql://{url.host}:{url.port}/{url.database}",
+        "database_type": "PostgreSQL",
+    }
+
+    def connected(dbapi_connection: Any, record: Any) -> None:
+        subsegment = recorder.begin_subsegment(f"connect {name}", "remote")
+        if subsegment is not None:
+            subsegment.start_time = record.last_connect_time  # before the token was minted
+            recorder.end_subsegment()
+
+    # The statement's subsegment rides on its execution context, from before the
+    # cursor executes to after it returns or fails.
+    def executing(
+        conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: Any
+    ) -> None:
+        subsegment = recorder.begin_subsegment(name, "remote")
+        if subsegment is not None:
+            subsegment.set_sql({**sql, "sanitized_query": statement})
+            context.__dict__["xray_subsegment"] = subsegment
+
+    def executed(
+        conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: Any
+    ) -> None:
+        if context.__dict__.pop("xray_subsegment", None) is not None:
+            recorder.end_subsegment()
+
+    def failed(error: sa_exc.ExceptionContext) -> None:
+        context = error.execution_context
+        subsegment = context.__dict__.pop("xray_subsegment", None) if context else None
+        if subsegment is not None:
+            _mark_failed(subsegment, error.sqlalchemy_exception or error.original_exception)
+            recorder.end_subsegment()
+
+    sa_event.listen(engine, "connect", connected)
+    sa_event.listen(engine, "before_cursor_execute", executing)
+    sa_event.listen(engine, "after_cursor_execute", executed)
+    sa_event.listen(engine, "handle_error", failed)
 
 
 # -- stock events (SQS) --------------------------------------------------------------
@@ -191,7 +285,8 @@ def apply_batch(
     """
     events = [stock_event for _, stock_event in parsed]
     try:
-        result = _ingest(database, events)
+        with _traced("## ingest_stock_events", records=len(events)):
+            result = _ingest(database, events)
     except Exception as exc:
         if _cannot_reach_database(exc):
             outcome.path = "unavailable"
@@ -260,7 +355,7 @@ def _apply_each(
             outcome.fail(record.message_id, stock_event.event_id, unreachable)
             continue
         try:
-            with database.unit_of_work() as uow:
+            with _traced("## apply_stock_event"), database.unit_of_work() as uow:
                 applied = services.apply_stock_event(uow, stock_event)
         except DomainError as exc:
             outcome.fail(record.message_id, stock_event.event_id, exc)
@@ -371,6 +466,7 @@ def report_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     request = report_request(event)
     with (
         connect_deadline(_connect_time(context)),
+        _traced("## report"),
         get_database().unit_of_work(read_only=True) as uow,
     ):
         low = reports.low_stock(uow, threshold=request["threshold"], limit=request["limit"])

@@ -9,8 +9,9 @@ verifies the cluster's endpoints, followed by the Amazon Trust Services roots
 certificate. One file verifies both, so the functions' DB_SSLROOTCERT is the same
 with DB_PROXY on or off, and nothing is downloaded at run time.
 
-Not shipped: boto3/botocore (the Lambda runtime provides them; `--with-boto3`
-ships the tested version instead) and alembic (migrations run at deploy time,
+Not shipped: boto3/botocore and their own dependencies (the Lambda runtime
+provides them, so they are removed even when another dependency pulls them in;
+`--with-boto3` ships the tested version instead) and alembic (migrations run at deploy time,
 never inside a function). Every dependency, transitive ones included, is
 installed at the version pinned in `constraints.txt`, which the API image
 (`api/Dockerfile`) installs from too; `--write-constraints` regenerates that file
@@ -86,6 +87,18 @@ NOT_SHIPPED = {
     "boto3": "the Lambda runtime provides boto3/botocore",
     "alembic": "migrations run at deploy time, not in a function",
 }
+# What the Lambda runtime's boto3 brings, pulled in again by other dependencies
+# (aws-xray-sdk needs botocore): removed after the install, so the zip never ships a
+# second botocore that shadows the runtime's (unless --with-boto3 asks for it).
+RUNTIME_PROVIDED = (
+    "boto3",
+    "botocore",
+    "s3transfer",
+    "jmespath",
+    "urllib3",
+    "python-dateutil",
+    "six",
+)
 
 
 def _project() -> dict:
@@ -190,10 +203,30 @@ def install_command(target: Path, pins: list[str]) -> list[str]:
     ]
 
 
-def install_dependencies(target: Path, pins: list[str]) -> None:
+def install_dependencies(target: Path, pins: list[str], *, with_boto3: bool) -> None:
     subprocess.run(install_command(target, pins), check=True)
     # Console scripts are useless in a function and hold build-machine paths.
     shutil.rmtree(target / "bin", ignore_errors=True)
+    if not with_boto3:
+        for name in RUNTIME_PROVIDED:
+            remove_distribution(target, name)
+
+
+def remove_distribution(target: Path, name: str) -> None:
+    """Delete an installed distribution from `target`: the files its RECORD lists."""
+    for info in target.glob("*.dist-info"):
+        dist = metadata.Distribution.at(info)
+        if canonicalize_name(dist.metadata["Name"]) != canonicalize_name(name):
+            continue
+        for file in dist.files or []:
+            path = (target / file).resolve()
+            if path.is_relative_to(target.resolve()) and path.is_file():
+                path.unlink()
+        shutil.rmtree(info, ignore_errors=True)
+        # Emptied package folders (and their __pycache__) go too.
+        for folder in sorted(target.iterdir()):
+            if folder.is_dir() and not any(f.is_file() for f in folder.rglob("*")):
+                shutil.rmtree(folder)
 
 
 def copy_sources(target: Path) -> None:
@@ -370,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="lambda-package-") as tmp:
         staging = Path(tmp)
-        install_dependencies(staging, pins)
+        install_dependencies(staging, pins, with_boto3=args.with_boto3)
         copy_sources(staging)
         (staging / "certs").mkdir(exist_ok=True)
         (staging / CA_IN_ZIP).write_bytes(certificates)

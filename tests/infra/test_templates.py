@@ -19,6 +19,11 @@ def only(template: dict[str, Any], type_: str) -> dict[str, Any]:
     return found
 
 
+def app_containers(task: dict[str, Any]) -> list[dict[str, Any]]:
+    """The task's own containers, not an optional sidecar (an Fn::If item)."""
+    return [c for c in task["ContainerDefinitions"] if "Name" in c]
+
+
 def imports(node: Any, export_suffix: str) -> bool:
     """Whether node is ImportValue of ${ProjectName}-${EnvironmentName}-<suffix>."""
     return node == {
@@ -35,11 +40,11 @@ def test_cluster_is_serverless_v2_postgres_16_with_iam_auth(templates, resolver:
     assert props["Engine"] == "aurora-postgresql"
     assert str(props["EngineVersion"]).startswith("16.")
     assert props["EnableIAMDatabaseAuthentication"] is True
+    # No auto-pause by default: SecondsUntilAutoPause is there only with MinCapacity 0.
     assert props["ServerlessV2ScalingConfiguration"] == {"MinCapacity": 0.5, "MaxCapacity": 1}
-    assert cluster["Properties"]["ServerlessV2ScalingConfiguration"] == {
-        "MinCapacity": {"Ref": "MinCapacity"},
-        "MaxCapacity": {"Ref": "MaxCapacity"},
-    }
+    scaling = cluster["Properties"]["ServerlessV2ScalingConfiguration"]
+    assert scaling["MinCapacity"] == {"Ref": "MinCapacity"}
+    assert scaling["MaxCapacity"] == {"Ref": "MaxCapacity"}
 
 
 def test_cluster_is_encrypted_with_the_project_cmk(templates):
@@ -95,7 +100,7 @@ def test_cluster_lives_in_private_subnets_behind_the_database_group(templates):
     assert imports(group, "DatabaseSecurityGroupId")
 
 
-def test_database_admits_5432_only_from_api_and_lambda_groups(templates):
+def test_database_admits_5432_only_from_the_api_lambda_and_proxy_groups(templates):
     network = templates["network"]
     db_group = network["Resources"]["DatabaseSecurityGroup"]["Properties"]
     assert "SecurityGroupIngress" not in db_group, "inline rules would bypass this check"
@@ -107,6 +112,7 @@ def test_database_admits_5432_only_from_api_and_lambda_groups(templates):
     assert {str(r["SourceSecurityGroupId"]["Ref"]) for r in rules} == {
         "ApiSecurityGroup",
         "LambdaSecurityGroup",
+        "ProxySecurityGroup",
     }
     for rule in rules:
         assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 5432, 5432)
@@ -176,10 +182,12 @@ def test_https_listener_uses_tls_1_2_or_newer_and_http_redirects(templates):
 def test_health_checks_liveness_in_container_readiness_at_the_target_group(templates, resolver):
     api = templates["ecs-api"]
     group = only(api, "AWS::ElasticLoadBalancingV2::TargetGroup")["Properties"]
-    assert group["HealthCheckPath"] == "/readyz"
+    # Readiness by default; /healthz only for a cluster that may auto-pause (deploy.sh).
+    assert resolver.resolve("ecs-api", group["HealthCheckPath"]) == "/readyz"
+    assert api["Parameters"]["HealthCheckPath"]["AllowedValues"] == ["/readyz", "/healthz"]
     assert group["TargetType"] == "ip"
     task = only(api, "AWS::ECS::TaskDefinition")["Properties"]
-    (container,) = task["ContainerDefinitions"]
+    (container,) = app_containers(task)
     command = resolver.resolve("ecs-api", container["HealthCheck"]["Command"])
     assert command[0] == "CMD-SHELL"
     assert "http://127.0.0.1:8000/healthz" in command[1]
@@ -191,7 +199,7 @@ def test_api_task_has_separate_task_and_execution_roles_and_logs(templates):
     assert task["TaskRoleArn"] == {"Ref": "TaskRoleArn"}
     assert task["ExecutionRoleArn"] == {"Ref": "ExecutionRoleArn"}
     assert task["RequiresCompatibilities"] == ["FARGATE"]
-    (container,) = task["ContainerDefinitions"]
+    (container,) = app_containers(task)
     logging = container["LogConfiguration"]
     assert logging["LogDriver"] == "awslogs"
     assert logging["Options"]["awslogs-group"] == {"Ref": "LogGroup"}
@@ -214,7 +222,7 @@ def test_migration_task_runs_alembic_with_the_injected_master_secret(templates, 
     task = only(migration, "AWS::ECS::TaskDefinition")["Properties"]
     assert task["ExecutionRoleArn"] == {"Ref": "MigrationExecutionRoleArn"}
     assert "TaskRoleArn" not in task
-    (container,) = task["ContainerDefinitions"]
+    (container,) = app_containers(task)
     assert container["Command"] == ["alembic", "upgrade", "head"]
     # Same image parameter as the service: the deploy passes one URI to both.
     assert container["Image"] == {"Ref": "ImageUri"}
@@ -336,7 +344,10 @@ def test_no_template_holds_an_account_id():
 
 def test_no_security_group_keeps_the_default_allow_all_egress(templates):
     groups = resources(templates["network"], "AWS::EC2::SecurityGroup")
-    assert len(groups) == 4
+    # ALB, API, Lambda, proxy, database, and the VPC endpoints' (PrivateEgress=endpoints).
+    assert len(groups) == 6
+    for stack, template in templates.items():
+        assert stack == "network" or not resources(template, "AWS::EC2::SecurityGroup"), stack
     for name, group in groups.items():
         egress = group["Properties"].get("SecurityGroupEgress")
         assert egress, f"{name} would keep the default allow-all egress"

@@ -43,7 +43,7 @@ def no_rds_bundle_anywhere(tmp_path, monkeypatch):
     monkeypatch.setattr(package_lambda, "CA_CACHE", tmp_path / "no-cache.pem")
     monkeypatch.setattr(package_lambda, "CA_URL", f"http://127.0.0.1:{free_port()}/bundle.pem")
     installs: list[object] = []
-    monkeypatch.setattr(package_lambda, "install_dependencies", lambda *a: installs.append(a))
+    monkeypatch.setattr(package_lambda, "install_dependencies", lambda *a, **k: installs.append(a))
     return installs
 
 
@@ -54,6 +54,35 @@ def test_runtime_provided_and_deploy_time_packages_are_not_shipped():
     assert {"sqlalchemy", "psycopg2-binary", "aws-lambda-powertools"} <= names
     assert not names & {"boto3", "alembic"}
     assert all("==" in pin for pin in pins)  # the tested versions, not whatever is newest
+
+
+def fake_distribution(target: Path, name: str, files: dict[str, str]) -> None:
+    """An installed distribution as pip leaves it: its files and a dist-info naming them."""
+    info = target / f"{name.replace('-', '_')}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    for rel, text in files.items():
+        (target / rel).parent.mkdir(parents=True, exist_ok=True)
+        (target / rel).write_text(text)
+    record = [*files, f"{info.name}/METADATA", f"{info.name}/RECORD"]
+    (info / "RECORD").write_text("".join(f"{rel},,\n" for rel in record))
+
+
+def test_what_the_runtime_provides_is_removed_even_when_pulled_in(tmp_path):
+    # aws-xray-sdk depends on botocore: the zip must not carry a second one.
+    fake_distribution(
+        tmp_path, "botocore", {"botocore/__init__.py": "", "botocore/data/x.json": ""}
+    )
+    fake_distribution(tmp_path, "python-dateutil", {"dateutil/__init__.py": ""})
+    fake_distribution(tmp_path, "wrapt", {"wrapt/__init__.py": ""})
+    for name in package_lambda.RUNTIME_PROVIDED:
+        package_lambda.remove_distribution(tmp_path, name)
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert left == [
+        "wrapt-1.0.dist-info/METADATA",
+        "wrapt-1.0.dist-info/RECORD",
+        "wrapt/__init__.py",
+    ]
 
 
 def test_boto3_can_be_shipped_on_request():
