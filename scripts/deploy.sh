@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Deploy dataaccess in dependency order; safe to re-run (every step converges):
 #
-#   1. network, secrets, aurora, ecs-cluster stacks   (CloudFormation)
-#   2. IAM                                             (Terraform; needs the cluster id)
+#   1. secrets, network, aurora, ecs-cluster stacks   (CloudFormation)
+#   2. IAM                                             (Terraform; needs the cluster id);
+#      with DB_PROXY=on the proxy stack (needs the proxy's role from Terraform),
+#      then Terraform again for the grants through the proxy (needs its id)
 #   3. API image build and push                        (skipped if the tag exists)
 #   4. migration stack, then `alembic upgrade head` as a one-off Fargate task;
 #      the deploy stops unless its container exits 0
@@ -10,7 +12,9 @@
 #   6. lambda zip upload and lambda stack (function update)
 #
 # The API load balancer is internal unless --public (or PUBLIC_API=true) asks
-# for an internet-facing one.
+# for an internet-facing one. DB_PROXY=on puts an RDS Proxy in front of the
+# cluster for the Lambda functions; DB_PROXY=off after on moves them back to the
+# cluster, then deletes the proxy stack and its grants.
 #
 # --dry-run prints every command instead of running it and calls no AWS API;
 # values that would come from AWS are shown as <placeholders>.
@@ -37,6 +41,23 @@ PROJECT (dataaccess), ENVIRONMENT (dev), IMAGE_TAG (the commit), PUBLIC_API
 (looked up), ARTIFACT_BUCKET_OWNER (the deploying account), AWS_API_EGRESS_CIDR,
 ACCESS_LOG_BUCKET, ALARM_TOPIC_ARN, MASTER_USERNAME (dbadmin), DB_IAM_USER
 (app_iam), DATABASE_NAME (inventory), MIGRATION_TIMEOUT_SECONDS (1800).
+
+Database and network options (docs/infrastructure.md says when to choose each):
+  DB_PROXY=on|off (off)        RDS Proxy for the Lambda functions (IAM end to end)
+  MIN_CAPACITY (0.5)           Serverless v2 minimum ACUs; 0 = auto-pause (not with
+                               DB_PROXY=on); MAX_CAPACITY (1) the maximum
+  SECONDS_UNTIL_AUTO_PAUSE (300)  idle seconds before an instance pauses (300-86400)
+  PRIVATE_EGRESS=nat|endpoints (nat)  endpoints: interface endpoints and the S3
+                               gateway endpoint instead of NAT; needs
+                               PRIVATE_ROUTE_TABLE_IDS (comma-separated)
+  S3_PREFIX_LIST_ID            the region's S3 prefix list (looked up)
+  ENABLE_FLOW_LOGS=true|false (true)  VPC flow logs, encrypted with the project key
+
+Monitoring and protection:
+  LAMBDA_TRACING=Active|PassThrough (Active)  X-Ray tracing of the functions
+  API_TRACING=true|false (false)  an X-Ray daemon sidecar beside the API; needs
+                               XRAY_DAEMON_IMAGE (the daemon image, pinned @sha256:...)
+  WAF_RATE_LIMIT_PER_5MIN (2000)  requests per client IP per 5 minutes the WAF allows
 USAGE
 }
 
@@ -133,7 +154,8 @@ esac
 PROJECT="${PROJECT:-dataaccess}"
 ENVIRONMENT="${ENVIRONMENT:-dev}"
 PREFIX="$PROJECT-$ENVIRONMENT"
-AWS_API_EGRESS_CIDR="${AWS_API_EGRESS_CIDR:-0.0.0.0/0}"
+# Default: 0.0.0.0/0 through NAT, the VPC CIDR with endpoints (set in step 1).
+AWS_API_EGRESS_CIDR="${AWS_API_EGRESS_CIDR:-}"
 ALB_INGRESS_CIDR="${ALB_INGRESS_CIDR:-}"
 VPC_CIDR="${VPC_CIDR:-}"
 ARTIFACT_BUCKET_OWNER="${ARTIFACT_BUCKET_OWNER:-}"
@@ -143,6 +165,18 @@ MASTER_USERNAME="${MASTER_USERNAME:-dbadmin}"
 DB_IAM_USER="${DB_IAM_USER:-app_iam}"
 DATABASE_NAME="${DATABASE_NAME:-inventory}"
 MIGRATION_TIMEOUT_SECONDS="${MIGRATION_TIMEOUT_SECONDS:-1800}"
+DB_PROXY="${DB_PROXY:-off}"
+MIN_CAPACITY="${MIN_CAPACITY:-0.5}"
+MAX_CAPACITY="${MAX_CAPACITY:-1}"
+SECONDS_UNTIL_AUTO_PAUSE="${SECONDS_UNTIL_AUTO_PAUSE:-300}"
+PRIVATE_EGRESS="${PRIVATE_EGRESS:-nat}"
+PRIVATE_ROUTE_TABLE_IDS="${PRIVATE_ROUTE_TABLE_IDS:-}"
+S3_PREFIX_LIST_ID="${S3_PREFIX_LIST_ID:-}"
+ENABLE_FLOW_LOGS="${ENABLE_FLOW_LOGS:-true}"
+LAMBDA_TRACING="${LAMBDA_TRACING:-Active}"
+API_TRACING="${API_TRACING:-false}"
+XRAY_DAEMON_IMAGE="${XRAY_DAEMON_IMAGE:-}"
+WAF_RATE_LIMIT_PER_5MIN="${WAF_RATE_LIMIT_PER_5MIN:-2000}"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 TF_VARS_FILE="$BUILD_DIR/terraform.tfvars.json"
 
@@ -158,6 +192,43 @@ fi
 if [[ "$ALB_INGRESS_CIDR" == 0.0.0.0/0 && "$PUBLIC_API" != true ]]; then
   die "ALB_INGRESS_CIDR=0.0.0.0/0 needs an internet-facing API: pass --public (PUBLIC_API=true)"
 fi
+
+# Database and network options. The templates refuse the same combinations
+# (their Rules); checking here stops before anything is deployed.
+[[ "$DB_PROXY" == on || "$DB_PROXY" == off ]] || die "DB_PROXY must be on or off, not '$DB_PROXY'"
+[[ "$MIN_CAPACITY" =~ ^[0-9]+(\.[05])?$ ]] || die "MIN_CAPACITY must be ACUs in steps of 0.5, not '$MIN_CAPACITY'"
+if ! [[ "$SECONDS_UNTIL_AUTO_PAUSE" =~ ^[0-9]+$ ]] || ((SECONDS_UNTIL_AUTO_PAUSE < 300 || SECONDS_UNTIL_AUTO_PAUSE > 86400)); then
+  die "SECONDS_UNTIL_AUTO_PAUSE must be 300 to 86400 seconds, not '$SECONDS_UNTIL_AUTO_PAUSE'"
+fi
+# The load balancer's /readyz pings the database every 15 s: an auto-pause cluster
+# would never pause, so it checks /healthz (no database) instead.
+HEALTH_CHECK_PATH=/readyz
+[[ "$MIN_CAPACITY" =~ ^0(\.0)?$ ]] && HEALTH_CHECK_PATH=/healthz
+if [[ "$MIN_CAPACITY" =~ ^0(\.0)?$ && "$DB_PROXY" == on ]]; then
+  die "MIN_CAPACITY=0 (auto-pause) cannot be combined with DB_PROXY=on: the proxy's connections keep the cluster awake"
+fi
+case "$PRIVATE_EGRESS" in
+  nat) ;;
+  endpoints)
+    if [[ -z "$PRIVATE_ROUTE_TABLE_IDS" ]]; then
+      ((DRY_RUN)) ||
+        die "PRIVATE_EGRESS=endpoints needs PRIVATE_ROUTE_TABLE_IDS (the private subnets' route tables, for the S3 gateway endpoint)"
+      PRIVATE_ROUTE_TABLE_IDS='<PRIVATE_ROUTE_TABLE_IDS>'
+    fi
+    ;;
+  *) die "PRIVATE_EGRESS must be nat or endpoints, not '$PRIVATE_EGRESS'" ;;
+esac
+[[ "$ENABLE_FLOW_LOGS" == true || "$ENABLE_FLOW_LOGS" == false ]] ||
+  die "ENABLE_FLOW_LOGS must be true or false, not '$ENABLE_FLOW_LOGS'"
+[[ "$LAMBDA_TRACING" == Active || "$LAMBDA_TRACING" == PassThrough ]] ||
+  die "LAMBDA_TRACING must be Active or PassThrough, not '$LAMBDA_TRACING'"
+[[ "$API_TRACING" == true || "$API_TRACING" == false ]] ||
+  die "API_TRACING must be true or false, not '$API_TRACING'"
+if [[ "$API_TRACING" == true && ! "$XRAY_DAEMON_IMAGE" =~ @sha256:[0-9a-f]{64}$ ]]; then
+  die "API_TRACING=true needs XRAY_DAEMON_IMAGE pinned by digest (<image>@sha256:<64 hex digits>)"
+fi
+[[ "$WAF_RATE_LIMIT_PER_5MIN" =~ ^[0-9]+$ ]] && ((WAF_RATE_LIMIT_PER_5MIN >= 10)) ||
+  die "WAF_RATE_LIMIT_PER_5MIN must be a whole number of at least 10, not '$WAF_RATE_LIMIT_PER_5MIN'"
 
 if ((!DRY_RUN)); then
   for tool in aws docker terraform make git sha256sum base64; do
@@ -195,6 +266,18 @@ tf_output() {
   capture "<terraform.$1>" terraform -chdir=terraform output -raw "$1"
 }
 
+# An output of a stack that may not exist: empty when it does not. A dry run
+# shows the look-up and assumes a first deploy (no such stack).
+existing_stack_output() {
+  local name="$1" key="$2" value
+  value="$(capture '' "${AWS[@]}" cloudformation describe-stacks \
+    --stack-name "$PREFIX-$name" \
+    --query "Stacks[0].Outputs[?OutputKey=='$key'].OutputValue | [0]" \
+    --output text 2>/dev/null)" || value=""
+  [[ "$value" == None ]] && value=""
+  printf '%s' "$value"
+}
+
 # The base64 of the SHA-256 given in hex: the form S3 checksums take.
 hex_to_base64() {
   local hex="$1" i
@@ -213,16 +296,41 @@ if [[ -z "$ALB_INGRESS_CIDR" ]]; then
   if [[ "$PUBLIC_API" == true ]]; then ALB_INGRESS_CIDR=0.0.0.0/0; else ALB_INGRESS_CIDR="$VPC_CIDR"; fi
 fi
 say "API load balancer: $LOAD_BALANCER_SCHEME, reachable from $ALB_INGRESS_CIDR"
+if [[ -z "$AWS_API_EGRESS_CIDR" ]]; then
+  if [[ "$PRIVATE_EGRESS" == endpoints ]]; then AWS_API_EGRESS_CIDR="$VPC_CIDR"; else AWS_API_EGRESS_CIDR=0.0.0.0/0; fi
+fi
+# CloudFormation cannot look up the S3 prefix list; the API group needs it to
+# pull image layers whenever its egress is narrower than 0.0.0.0/0.
+if [[ -z "$S3_PREFIX_LIST_ID" ]]; then
+  S3_PREFIX_LIST_ID="$(capture '<s3.PrefixListId>' "${AWS[@]}" ec2 describe-managed-prefix-lists \
+    --filters "Name=prefix-list-name,Values=com.amazonaws.$AWS_REGION.s3" \
+    --query 'PrefixLists[0].PrefixListId' --output text)"
+fi
+# A proxy left from DB_PROXY=on stays (and so do its role and grants) until the
+# functions have moved off it, at the end of this deploy.
+EXISTING_PROXY_ID="$(existing_stack_output proxy ProxyResourceId)"
+if [[ "$DB_PROXY" == on || -n "$EXISTING_PROXY_ID" ]]; then PROXY_ENABLED=true; else PROXY_ENABLED=false; fi
+if [[ "$MIN_CAPACITY" =~ ^0(\.0)?$ && "$PROXY_ENABLED" == true ]]; then
+  die "MIN_CAPACITY=0 (auto-pause) needs the proxy gone: deploy with DB_PROXY=off first (it removes proxy $EXISTING_PROXY_ID)"
+fi
+say "database: minimum $MIN_CAPACITY ACUs, RDS Proxy $DB_PROXY; private egress through $PRIVATE_EGRESS"
 
+# The network stack's flow log group is encrypted with the secrets stack's key.
+deploy_stack secrets "MasterUsername=$MASTER_USERNAME"
 deploy_stack network \
   "VpcId=$VPC_ID" \
   "VpcCidr=$VPC_CIDR" \
   "PrivateSubnetIds=$PRIVATE_SUBNET_IDS" \
   "PublicSubnetIds=$PUBLIC_SUBNET_IDS" \
   "AlbIngressCidr=$ALB_INGRESS_CIDR" \
-  "AwsApiEgressCidr=$AWS_API_EGRESS_CIDR"
-deploy_stack secrets "MasterUsername=$MASTER_USERNAME"
-deploy_stack aurora "DatabaseName=$DATABASE_NAME" "IamDbUser=$DB_IAM_USER"
+  "AwsApiEgressCidr=$AWS_API_EGRESS_CIDR" \
+  "PrivateEgress=$PRIVATE_EGRESS" \
+  "PrivateRouteTableIds=$PRIVATE_ROUTE_TABLE_IDS" \
+  "S3PrefixListId=$S3_PREFIX_LIST_ID" \
+  "EnableFlowLogs=$ENABLE_FLOW_LOGS"
+deploy_stack aurora "DatabaseName=$DATABASE_NAME" "IamDbUser=$DB_IAM_USER" \
+  "MinCapacity=$MIN_CAPACITY" "MaxCapacity=$MAX_CAPACITY" \
+  "SecondsUntilAutoPause=$SECONDS_UNTIL_AUTO_PAUSE" "ProxyEnabled=$PROXY_ENABLED"
 deploy_stack ecs-cluster
 
 # 2. IAM ----------------------------------------------------------------------
@@ -235,14 +343,29 @@ REPOSITORY_ARN="$(stack_output ecs-cluster RepositoryArn)"
 REPOSITORY_URI="$(stack_output ecs-cluster RepositoryUri)"
 ECS_CLUSTER="$(stack_output ecs-cluster ClusterName)"
 
-TF_VARS_JSON="$(printf '{"project": "%s", "environment": "%s", "aws_region": "%s", "cluster_resource_id": "%s", "db_iam_user": "%s", "master_username": "%s", "master_secret_arn": "%s", "kms_key_arn": "%s", "ecr_repository_arn": "%s"}' \
-  "$PROJECT" "$ENVIRONMENT" "$AWS_REGION" "$CLUSTER_RESOURCE_ID" "$DB_IAM_USER" \
-  "$MASTER_USERNAME" "$MASTER_SECRET_ARN" "$KMS_KEY_ARN" "$REPOSITORY_ARN")"
-trace write "$TF_VARS_FILE" "$TF_VARS_JSON"
-if ((!DRY_RUN)); then
-  mkdir -p "$BUILD_DIR"
-  printf '%s\n' "$TF_VARS_JSON" >"$TF_VARS_FILE"
-fi
+# tfvars from the stack outputs; the arguments are the proxy's: whether its
+# role exists, and its resource id (or empty).
+write_tfvars() {
+  local enable_proxy="$1" proxy_resource_id="$2"
+  TF_VARS_JSON="$(printf '{"project": "%s", "environment": "%s", "aws_region": "%s", "cluster_resource_id": "%s", "db_iam_user": "%s", "master_username": "%s", "master_secret_arn": "%s", "kms_key_arn": "%s", "ecr_repository_arn": "%s", "enable_proxy": %s, "proxy_resource_id": "%s"}' \
+    "$PROJECT" "$ENVIRONMENT" "$AWS_REGION" "$CLUSTER_RESOURCE_ID" "$DB_IAM_USER" \
+    "$MASTER_USERNAME" "$MASTER_SECRET_ARN" "$KMS_KEY_ARN" "$REPOSITORY_ARN" \
+    "$enable_proxy" "$proxy_resource_id")"
+  trace write "$TF_VARS_FILE" "$TF_VARS_JSON"
+  if ((!DRY_RUN)); then
+    mkdir -p "$BUILD_DIR"
+    printf '%s\n' "$TF_VARS_JSON" >"$TF_VARS_FILE"
+  fi
+}
+
+# Another plan and apply with the proxy's variables changed (tf-init is done).
+terraform_again() {
+  write_tfvars "$1" "$2"
+  run make tf-plan "TF_VARS_FILE=$TF_VARS_FILE"
+  run make tf-apply
+}
+
+write_tfvars "$PROXY_ENABLED" "$EXISTING_PROXY_ID"
 # One state per environment: the key is derived here, never taken from the backend
 # file, so ENVIRONMENT=prod cannot plan against dev's state and replace its roles.
 TF_STATE_KEY="$PROJECT/$ENVIRONMENT/iam.tfstate"
@@ -255,6 +378,20 @@ fi
 run make tf-init "TF_BACKEND_CONFIG=$TF_BACKEND_CONFIG" "TF_STATE_KEY=$TF_STATE_KEY"
 run make tf-plan "TF_VARS_FILE=$TF_VARS_FILE"
 run make tf-apply
+
+# The proxy needs its role (above); the functions' grants through it need its
+# resource id, known once the stack exists: a second pass on its first deploy.
+PROXY_ENDPOINT="" PROXY_READER_ENDPOINT=""
+if [[ "$DB_PROXY" == on ]]; then
+  deploy_stack proxy "ProxyRoleArn=$(tf_output rds_proxy_role_arn)"
+  PROXY_RESOURCE_ID="$(stack_output proxy ProxyResourceId)"
+  if [[ "$PROXY_RESOURCE_ID" != "$EXISTING_PROXY_ID" ]]; then
+    say "terraform (IAM): rds-db:connect through proxy $PROXY_RESOURCE_ID"
+    terraform_again true "$PROXY_RESOURCE_ID"
+  fi
+  PROXY_ENDPOINT="$(stack_output proxy ProxyEndpoint)"
+  PROXY_READER_ENDPOINT="$(stack_output proxy ProxyReaderEndpoint)"
+fi
 
 API_TASK_ROLE_ARN="$(tf_output api_task_role_arn)"
 API_EXECUTION_ROLE_ARN="$(tf_output api_execution_role_arn)"
@@ -344,7 +481,11 @@ deploy_stack ecs-api \
   "AuthIssuer=$AUTH_ISSUER" \
   "AuthAudience=$AUTH_AUDIENCE" \
   "AuthJwksUrl=$AUTH_JWKS_URL" \
-  "AccessLogBucket=$ACCESS_LOG_BUCKET"
+  "AccessLogBucket=$ACCESS_LOG_BUCKET" \
+  "HealthCheckPath=$HEALTH_CHECK_PATH" \
+  "RateLimitPer5Min=$WAF_RATE_LIMIT_PER_5MIN" \
+  "EnableTracing=$API_TRACING" \
+  "XRayDaemonImage=$XRAY_DAEMON_IMAGE"
 
 # 6. Lambda functions ---------------------------------------------------------
 
@@ -392,6 +533,24 @@ deploy_stack lambda \
   "CodeS3Key=$CODE_KEY" \
   "StockEventsRoleArn=$STOCK_EVENTS_ROLE_ARN" \
   "ReportRoleArn=$REPORT_ROLE_ARN" \
-  "AlarmTopicArn=$ALARM_TOPIC_ARN"
+  "AlarmTopicArn=$ALARM_TOPIC_ARN" \
+  "DbProxyEndpoint=$PROXY_ENDPOINT" \
+  "DbProxyReaderEndpoint=$PROXY_READER_ENDPOINT" \
+  "Tracing=$LAMBDA_TRACING"
+
+# DB_PROXY=off with a proxy left over: the functions use the cluster now, so the
+# proxy can go, and after it its role and the grants through it.
+if [[ "$DB_PROXY" == off && -n "$EXISTING_PROXY_ID" ]]; then
+  say "removing RDS Proxy $EXISTING_PROXY_ID (DB_PROXY=off)"
+  run "${AWS[@]}" cloudformation delete-stack --stack-name "$PREFIX-proxy"
+  run "${AWS[@]}" cloudformation wait stack-delete-complete --stack-name "$PREFIX-proxy"
+  terraform_again false ""
+fi
+
+# 7. Dashboard ------------------------------------------------------------------
+
+deploy_stack dashboard \
+  "LoadBalancerFullName=$(stack_output ecs-api LoadBalancerFullName)" \
+  "DbClusterIdentifier=$(stack_output aurora ClusterIdentifier)"
 
 say "deployed $PREFIX at $IMAGE_TAG"

@@ -22,11 +22,22 @@ ZIP_SHA256 = hashlib.sha256(b"lambda.zip").hexdigest()
 ZIP_CHECKSUM = base64.b64encode(bytes.fromhex(ZIP_SHA256)).decode()
 
 # head-object finds the object only after put-object; it then reports
-# $FAKE_STORED_CHECKSUM (what S3 would have stored).
+# $FAKE_STORED_CHECKSUM (what S3 would have stored). The proxy stack exists once
+# deployed (or when the test creates $FAKE_LOG.proxy), until deleted.
 FAKE_AWS = """#!/usr/bin/env bash
 printf 'aws %s\\n' "$*" >>"$FAKE_LOG"
 case "$*" in
   *"ec2 describe-vpcs"*) echo 10.20.0.0/16 ;;
+  *"ec2 describe-managed-prefix-lists"*) echo pl-6ea54007 ;;
+  *"cloudformation deploy --stack-name dataaccess-dev-proxy "*) touch "$FAKE_LOG.proxy" ;;
+  *"cloudformation delete-stack --stack-name dataaccess-dev-proxy"*) rm -f "$FAKE_LOG.proxy" ;;
+  *"describe-stacks --stack-name dataaccess-dev-proxy "*)
+    [[ -e "$FAKE_LOG.proxy" ]] || { echo "no stack dataaccess-dev-proxy" >&2; exit 254; }
+    case "$*" in
+      *ProxyResourceId*) echo prx-0fake0123456789a ;;
+      *ProxyReaderEndpoint*) echo fake-reader.proxy.eu-west-1.rds.amazonaws.com ;;
+      *) echo fake.proxy.eu-west-1.rds.amazonaws.com ;;
+    esac ;;
   *"sts get-caller-identity"*) echo 111122223333 ;;
   *"s3api put-object"*) touch "$FAKE_LOG.uploaded" ;;
   *"s3api head-object"*)
@@ -44,6 +55,7 @@ printf '%s %s\\n' "$(basename "$0")" "$*" >>"$FAKE_LOG"
 case "$(basename "$0") $*" in
   "terraform "*output*) echo arn:aws:iam::111122223333:role/fake ;;
   "sha256sum "*) echo "$FAKE_ZIP_SHA256  build/lambda.zip" ;;
+  "make tf-plan "*) printf 'tfvars %s\\n' "$(cat "${2#TF_VARS_FILE=}")" >>"$FAKE_LOG" ;;
   "docker manifest inspect"*)
     printf '{"Descriptor": {"platform": {"architecture": "%s"}}}\\n' "${FAKE_IMAGE_ARCH:-amd64}" ;;
 esac
@@ -103,8 +115,9 @@ def dry_run(fake_path) -> list[str]:
 
 def test_dry_run_runs_every_step_in_order(dry_run):
     order = [
-        r"--stack-name dataaccess-dev-network ",
+        # The network stack's flow log group takes the secrets stack's key.
         r"--stack-name dataaccess-dev-secrets ",
+        r"--stack-name dataaccess-dev-network ",
         r"--stack-name dataaccess-dev-aurora ",
         r"--stack-name dataaccess-dev-ecs-cluster ",
         r"^\+ make tf-apply",
@@ -117,6 +130,7 @@ def test_dry_run_runs_every_step_in_order(dry_run):
         r"^\+ make lambda-package",
         r"^\+ aws .* s3api put-object .*--body build/lambda.zip ",
         r"deploy --stack-name dataaccess-dev-lambda ",
+        r"deploy --stack-name dataaccess-dev-dashboard ",
     ]
     positions = [index_of(dry_run, pattern) for pattern in order]
     assert positions == sorted(positions), list(zip(order, positions, strict=True))
@@ -130,9 +144,17 @@ def test_migration_runs_privately_with_the_api_security_group(dry_run):
     assert "--launch-type FARGATE" in run_task
 
 
-def test_every_stack_gets_exactly_the_parameters_it_declares(dry_run, templates):
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"DB_PROXY": "on", "PRIVATE_EGRESS": "endpoints", "MIN_CAPACITY": "1"}],
+    ids=["default", "proxy-and-endpoints"],
+)
+def test_every_stack_gets_exactly_the_parameters_it_declares(fake_path, templates, extra):
+    env, _ = fake_path
+    result = deploy(env | extra, "--dry-run")
+    assert result.returncode == 0, result.stderr
     deployed = set()
-    for line in dry_run:
+    for line in result.stdout.splitlines():
         if " cloudformation deploy " not in line:
             continue
         words = shlex.split(line[2:])
@@ -144,8 +166,10 @@ def test_every_stack_gets_exactly_the_parameters_it_declares(dry_run, templates)
         assert given <= set(params), (stack, given - set(params))
         assert required <= given, (stack, required - given)
         deployed.add(stack)
-    # cognito is the optional issuer, deployed once by hand when there is no other.
-    assert deployed == set(templates) - {"cognito"}
+    # cognito is the optional issuer, deployed once by hand when there is no other;
+    # the proxy only with DB_PROXY=on.
+    optional = {"cognito"} | ({"proxy"} if not extra else set())
+    assert deployed == set(templates) - optional
 
 
 def test_same_image_for_migration_and_service(dry_run):
@@ -387,3 +411,206 @@ def test_a_backend_file_with_its_own_state_key_is_refused(fake_path):
     assert result.returncode != 0
     assert "sets key: remove it" in result.stderr
     assert "make tf-init" not in log.read_text()
+
+
+# --- Database and network options: proxy, auto-pause, private egress ----------------
+
+
+def dry_run_with(fake_path, **extra: str) -> list[str]:
+    env, log = fake_path
+    result = deploy(env | extra, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert log.read_text() == ""
+    return result.stdout.splitlines()
+
+
+def stack_line(lines: list[str], stack: str) -> str:
+    return lines[index_of(lines, rf"cloudformation deploy --stack-name dataaccess-dev-{stack} ")]
+
+
+def overrides(line: str) -> dict[str, str]:
+    words = shlex.split(line[2:])
+    return dict(w.split("=", 1) for w in words[words.index("--parameter-overrides") + 1 :])
+
+
+def test_default_deploy_has_nat_no_proxy_and_no_auto_pause(dry_run):
+    network = overrides(stack_line(dry_run, "network"))
+    assert network["PrivateEgress"] == "nat"
+    assert network["AwsApiEgressCidr"] == "0.0.0.0/0"
+    assert network["EnableFlowLogs"] == "true"
+    # Looked up before the network stack: CloudFormation cannot.
+    assert network["S3PrefixListId"] == "<s3.PrefixListId>"
+    lookup = index_of(dry_run, r"describe-managed-prefix-lists .*com.amazonaws.<AWS_REGION>.s3")
+    assert lookup < index_of(dry_run, r"deploy --stack-name dataaccess-dev-network ")
+    aurora = overrides(stack_line(dry_run, "aurora"))
+    assert (aurora["MinCapacity"], aurora["ProxyEnabled"]) == ("0.5", "false")
+    lambda_ = overrides(stack_line(dry_run, "lambda"))
+    assert (lambda_["DbProxyEndpoint"], lambda_["DbProxyReaderEndpoint"]) == ("", "")
+    assert not any(" deploy --stack-name dataaccess-dev-proxy " in line for line in dry_run)
+    (tfvars,) = [line for line in dry_run if line.startswith("+ write ")]
+    assert '"enable_proxy": false, "proxy_resource_id": ""' in tfvars
+
+
+def test_proxy_comes_between_two_terraform_passes_and_feeds_the_functions(fake_path):
+    lines = dry_run_with(fake_path, DB_PROXY="on")
+    writes = [i for i, line in enumerate(lines) if line.startswith("+ write ")]
+    assert len(writes) == 2
+    first, second = (lines[i] for i in writes)
+    # First pass: the proxy's role, before the proxy exists; second: the grants through it.
+    assert '"enable_proxy": true, "proxy_resource_id": ""' in first
+    assert '"enable_proxy": true, "proxy_resource_id": "<proxy.ProxyResourceId>"' in second
+    proxy = index_of(lines, r"cloudformation deploy --stack-name dataaccess-dev-proxy ")
+    applies = [i for i, line in enumerate(lines) if line.startswith("+ make tf-apply")]
+    assert writes[0] < applies[0] < proxy < writes[1] < applies[1]
+    assert overrides(lines[proxy])["ProxyRoleArn"] == "<terraform.rds_proxy_role_arn>"
+    lambda_ = overrides(stack_line(lines, "lambda"))
+    assert lambda_["DbProxyEndpoint"] == "<proxy.ProxyEndpoint>"
+    assert lambda_["DbProxyReaderEndpoint"] == "<proxy.ProxyReaderEndpoint>"
+    assert applies[1] < index_of(lines, r"deploy --stack-name dataaccess-dev-lambda ")
+    # The API keeps the cluster endpoints; the aurora stack knows, for its auto-pause rule.
+    assert "Proxy" not in stack_line(lines, "ecs-api")
+    assert overrides(stack_line(lines, "aurora"))["ProxyEnabled"] == "true"
+
+
+def test_auto_pause_reaches_the_aurora_stack(fake_path):
+    lines = dry_run_with(fake_path, MIN_CAPACITY="0", SECONDS_UNTIL_AUTO_PAUSE="900")
+    aurora = overrides(stack_line(lines, "aurora"))
+    assert (aurora["MinCapacity"], aurora["SecondsUntilAutoPause"]) == ("0", "900")
+    assert aurora["ProxyEnabled"] == "false"
+    # /readyz pings the database every 15 s: the cluster would never pause.
+    assert overrides(stack_line(lines, "ecs-api"))["HealthCheckPath"] == "/healthz"
+
+
+def test_a_cluster_that_cannot_pause_keeps_the_readiness_check(dry_run):
+    assert overrides(stack_line(dry_run, "ecs-api"))["HealthCheckPath"] == "/readyz"
+
+
+def test_endpoints_narrow_egress_to_the_vpc_and_need_the_route_tables(fake_path):
+    lines = dry_run_with(
+        fake_path, PRIVATE_EGRESS="endpoints", PRIVATE_ROUTE_TABLE_IDS="rtb-a,rtb-b"
+    )
+    network = overrides(stack_line(lines, "network"))
+    assert network["PrivateEgress"] == "endpoints"
+    assert network["AwsApiEgressCidr"] == "<vpc.CidrBlock>"
+    assert network["PrivateRouteTableIds"] == "rtb-a,rtb-b"
+    assert network["S3PrefixListId"] == "<s3.PrefixListId>"
+    given = dry_run_with(fake_path, S3_PREFIX_LIST_ID="pl-0123abcd")
+    assert overrides(stack_line(given, "network"))["S3PrefixListId"] == "pl-0123abcd"
+    assert not any("describe-managed-prefix-lists" in line for line in given)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"DB_PROXY": "on", "MIN_CAPACITY": "0"}, "cannot be combined with DB_PROXY=on"),
+        ({"DB_PROXY": "yes"}, "DB_PROXY must be on or off"),
+        ({"MIN_CAPACITY": "0.25"}, "MIN_CAPACITY must be ACUs"),
+        ({"SECONDS_UNTIL_AUTO_PAUSE": "60"}, "SECONDS_UNTIL_AUTO_PAUSE must be 300 to 86400"),
+        ({"PRIVATE_EGRESS": "vpn"}, "PRIVATE_EGRESS must be nat or endpoints"),
+        ({"ENABLE_FLOW_LOGS": "no"}, "ENABLE_FLOW_LOGS must be true or false"),
+    ],
+)
+def test_bad_options_are_refused_before_anything_runs(fake_path, extra, message):
+    env, log = fake_path
+    result = deploy(env | extra, "--dry-run")
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert result.stdout == ""
+    assert log.read_text() == ""
+
+
+def test_a_real_run_with_endpoints_needs_the_route_tables(fake_path):
+    env, log = fake_path
+    result = deploy(real_env(env, migration_exit="0") | {"PRIVATE_EGRESS": "endpoints"})
+    assert result.returncode != 0
+    assert "PRIVATE_ROUTE_TABLE_IDS" in result.stderr
+    assert log.read_text() == ""
+
+
+def tfvars_passes(calls: list[str]) -> list[str]:
+    return [c for c in calls if c.startswith("tfvars ")]
+
+
+def test_first_proxy_deploy_grants_through_it_before_the_functions_use_it(fake_path):
+    env, log = fake_path
+    result = deploy(real_env(env, migration_exit="0") | {"DB_PROXY": "on"})
+    assert result.returncode == 0, result.stderr
+    calls = log.read_text().splitlines()
+    first, second = tfvars_passes(calls)
+    assert '"enable_proxy": true, "proxy_resource_id": ""' in first
+    assert '"enable_proxy": true, "proxy_resource_id": "prx-0fake0123456789a"' in second
+    lambda_ = calls[index_of(calls, r"deploy --stack-name dataaccess-dev-lambda ")]
+    assert "DbProxyEndpoint=fake.proxy.eu-west-1.rds.amazonaws.com" in lambda_
+    assert "DbProxyReaderEndpoint=fake-reader.proxy.eu-west-1.rds.amazonaws.com" in lambda_
+    assert calls.index(second) < calls.index(lambda_)
+
+
+def test_a_proxy_that_exists_needs_one_terraform_pass(fake_path):
+    env, log = fake_path
+    Path(f"{env['FAKE_LOG']}.proxy").touch()
+    result = deploy(real_env(env, migration_exit="0") | {"DB_PROXY": "on"})
+    assert result.returncode == 0, result.stderr
+    (only,) = tfvars_passes(log.read_text().splitlines())
+    assert '"enable_proxy": true, "proxy_resource_id": "prx-0fake0123456789a"' in only
+
+
+def test_proxy_off_moves_the_functions_first_then_removes_the_proxy_and_its_grants(fake_path):
+    env, log = fake_path
+    Path(f"{env['FAKE_LOG']}.proxy").touch()
+    result = deploy(real_env(env, migration_exit="0"))
+    assert result.returncode == 0, result.stderr
+    calls = log.read_text().splitlines()
+    first, last = tfvars_passes(calls)
+    # Kept while the functions may still use it; the aurora stack is told, too.
+    assert '"enable_proxy": true, "proxy_resource_id": "prx-0fake0123456789a"' in first
+    aurora = calls[index_of(calls, r"deploy --stack-name dataaccess-dev-aurora ")]
+    assert "ProxyEnabled=true" in aurora
+    lambda_ = index_of(calls, r"deploy --stack-name dataaccess-dev-lambda ")
+    assert "DbProxyEndpoint= " in calls[lambda_] + " "
+    delete = index_of(calls, r"cloudformation delete-stack --stack-name dataaccess-dev-proxy")
+    wait = index_of(calls, r"wait stack-delete-complete --stack-name dataaccess-dev-proxy")
+    assert lambda_ < delete < wait < calls.index(last)
+    assert '"enable_proxy": false, "proxy_resource_id": ""' in last
+
+
+def test_auto_pause_waits_until_a_left_over_proxy_is_gone(fake_path):
+    env, log = fake_path
+    Path(f"{env['FAKE_LOG']}.proxy").touch()
+    result = deploy(real_env(env, migration_exit="0") | {"MIN_CAPACITY": "0"})
+    assert result.returncode != 0
+    assert "deploy with DB_PROXY=off first" in result.stderr
+    assert " cloudformation deploy " not in log.read_text()
+
+
+def test_monitoring_options_reach_their_stacks(fake_path):
+    env, _ = fake_path
+    digest = "public.ecr.aws/xray/aws-xray-daemon@sha256:" + "ef" * 32
+    extra = {"LAMBDA_TRACING": "PassThrough", "API_TRACING": "true", "XRAY_DAEMON_IMAGE": digest}
+    result = deploy(env | extra | {"WAF_RATE_LIMIT_PER_5MIN": "500"}, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    api = lines[index_of(lines, r"deploy --stack-name dataaccess-dev-ecs-api ")]
+    assert "RateLimitPer5Min=500" in api
+    assert "EnableTracing=true" in api
+    assert f"XRayDaemonImage={digest}" in api
+    assert (
+        "Tracing=PassThrough"
+        in lines[index_of(lines, r"deploy --stack-name dataaccess-dev-lambda ")]
+    )
+    dashboard = lines[index_of(lines, r"deploy --stack-name dataaccess-dev-dashboard ")]
+    assert "LoadBalancerFullName=<ecs-api.LoadBalancerFullName>" in dashboard
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"API_TRACING": "true"}, "API_TRACING=true needs XRAY_DAEMON_IMAGE pinned by digest"),
+        ({"LAMBDA_TRACING": "On"}, "LAMBDA_TRACING must be Active or PassThrough"),
+        ({"WAF_RATE_LIMIT_PER_5MIN": "5"}, "WAF_RATE_LIMIT_PER_5MIN must be a whole number"),
+    ],
+)
+def test_bad_monitoring_options_are_refused(fake_path, extra, message):
+    env, _ = fake_path
+    result = deploy(env | extra, "--dry-run")
+    assert result.returncode != 0
+    assert message in result.stderr
