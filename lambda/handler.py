@@ -462,7 +462,13 @@ def report_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
     A scheduled (EventBridge) event reports the `REPORT_WINDOW_HOURS` ending at its
     time; a direct invoke may pass `since`, `until`, `hours`, `threshold`, `limit`.
+    `{"doctor": true}` runs `python -m dataaccess doctor` here instead, with this
+    function's settings and login, and returns its report (docs/infrastructure.md).
     """
+    if isinstance(event, dict) and event.get("doctor") is True:
+        from dataaccess.doctor import diagnose  # only for this rare invoke: no cold-start cost
+
+        return diagnose().as_dict()
     request = report_request(event)
     with (
         connect_deadline(_connect_time(context)),

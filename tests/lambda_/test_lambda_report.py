@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
 
 import pytest
 import sqlalchemy as sa
@@ -125,3 +127,22 @@ def test_an_invalid_report_request_names_the_parameter(new_handler, payload, mes
     handler = new_handler()
     with pytest.raises(handler.ReportRequestError, match=message):
         handler.report_request(payload)
+
+
+def test_a_doctor_invoke_returns_the_doctors_report_and_no_secret(handler, lambda_context):
+    # `aws lambda invoke --payload '{"doctor": true}'` on the report function.
+    report = handler.report_handler({"doctor": True}, lambda_context)
+    steps = {step["step"]: step["status"] for step in report["steps"]}
+    assert report["ok"] is True, report
+    assert report["exit_code"] == 0
+    assert steps["login"] == "pass"
+    assert steps["privileges"] == "pass"
+    assert os.environ["DB_PASSWORD"] not in json.dumps(report)
+
+
+def test_a_doctor_invoke_names_the_broken_link(new_handler, handler_env, lambda_context):
+    handler = new_handler(DB_PASSWORD="not-the-password")
+    report = handler.report_handler({"doctor": True}, lambda_context)
+    assert report["ok"] is False
+    assert report["failed_step"] == "login"
+    assert "not-the-password" not in json.dumps(report)
