@@ -33,6 +33,7 @@ def create_app(
     )
     if test_config is not None:
         app.config.from_mapping(test_config)
+    app.json = jsonbody.JSONProvider(app)
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     database = app.config.get("DATABASE")
@@ -42,10 +43,12 @@ def create_app(
     authenticator = app.config.get("AUTHENTICATOR") or auth.Authenticator(
         auth.AuthSettings.from_env()
     )
-    auth.init_app(app, authenticator)
 
     requestlog.configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
+    # First of the before_request hooks, so that a request refused by the next
+    # ones (401, 403, 400...) has its id and duration too.
     requestlog.init_app(app)
+    auth.init_app(app, authenticator)
     jsonbody.init_app(app)
     problems.register(app)
     for blueprint in (health.bp, customers.bp, products.bp, orders.bp, openapi.bp):

@@ -24,7 +24,13 @@ def customer_out(customer: CustomerRecord) -> CustomerOut:
 
 @bp.post("")
 @spec.validate(
-    json=CustomerIn, resp=Responses(HTTP_201=CustomerOut, HTTP_409=Problem), tags=["customers"]
+    json=CustomerIn,
+    resp=Responses(
+        HTTP_201=CustomerOut,
+        HTTP_409=(Problem, "the email is taken (`already-exists`)"),
+        HTTP_422=(Problem, "a field is missing, of the wrong type or out of range"),
+    ),
+    tags=["customers"],
 )
 def create_customer() -> tuple[CustomerOut, int, dict[str, str]]:
     """Create a customer; the email is unique (case-insensitive)."""
@@ -35,7 +41,10 @@ def create_customer() -> tuple[CustomerOut, int, dict[str, str]]:
 
 
 @bp.get(f"/<int(min=1, max={MAX_BIGINT}):customer_id>")
-@output_only(resp=Responses(HTTP_200=CustomerOut, HTTP_404=Problem), tags=["customers"])
+@output_only(
+    resp=Responses(HTTP_200=CustomerOut, HTTP_404=(Problem, "no such customer")),
+    tags=["customers"],
+)
 def get_customer(customer_id: int) -> CustomerOut:
     """One customer by id."""
     require_customer(customer_id)

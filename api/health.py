@@ -20,7 +20,10 @@ def healthz() -> Health:
 
 
 @bp.get("/readyz")
-@output_only(resp=Responses(HTTP_200=Health, HTTP_503=Problem), tags=["health"])
+@output_only(
+    resp=Responses(HTTP_200=Health, HTTP_503=(Problem, "the database does not answer")),
+    tags=["health"],
+)
 def readyz() -> Health:
     """The database answers (writer, and reader when configured); else 503."""
     database = get_db()

@@ -7,6 +7,7 @@ from spectree import Response as Responses
 
 from dataaccess import services
 from dataaccess.records import OrderRecord
+from dataaccess.services import MAX_LINE_QUANTITY
 
 from .auth import require_customer
 from .db import get_uow
@@ -36,7 +37,17 @@ def order_out(order: OrderRecord) -> OrderOut:
 @spec.validate(
     json=OrderIn,
     headers=OrderHeaders,
-    resp=Responses(HTTP_201=OrderOut, HTTP_404=Problem, HTTP_409=Problem),
+    resp=Responses(
+        HTTP_201=(OrderOut, "placed, or replayed for a repeated Idempotency-Key and body"),
+        HTTP_404=(Problem, "no such customer, or no product with a line's sku"),
+        HTTP_409=(Problem, "not enough stock for a line (`insufficient-stock`, names the `sku`)"),
+        HTTP_422=(
+            Problem,
+            f"a field is invalid, a sku's quantities add up past {MAX_LINE_QUANTITY} "
+            "(`invalid-request`), or "
+            "the Idempotency-Key was used with another body (`idempotency-key-reused`)",
+        ),
+    ),
     tags=["orders"],
 )
 def place_order() -> tuple[OrderOut, int, dict[str, str]]:
@@ -61,7 +72,9 @@ def place_order() -> tuple[OrderOut, int, dict[str, str]]:
 
 
 @bp.get(f"/{ORDER_ID}")
-@output_only(resp=Responses(HTTP_200=OrderOut, HTTP_404=Problem), tags=["orders"])
+@output_only(
+    resp=Responses(HTTP_200=OrderOut, HTTP_404=(Problem, "no such order")), tags=["orders"]
+)
 def get_order(order_id: int) -> OrderOut:
     """One order with its lines."""
     order = services.get_order(get_uow(), order_id)
@@ -70,7 +83,12 @@ def get_order(order_id: int) -> OrderOut:
 
 
 @bp.post(f"/{ORDER_ID}/cancel")
-@output_only(resp=Responses(HTTP_200=OrderOut, HTTP_404=Problem), tags=["orders"])
+@output_only(
+    resp=Responses(
+        HTTP_200=(OrderOut, "cancelled now, or before"), HTTP_404=(Problem, "no such order")
+    ),
+    tags=["orders"],
+)
 def cancel_order(order_id: int) -> OrderOut:
     """Cancel an order and return its stock; cancelling again changes nothing."""
     uow = get_uow()

@@ -46,7 +46,13 @@ def _known_shape(sku: str) -> str:
 
 @bp.post("")
 @spec.validate(
-    json=ProductIn, resp=Responses(HTTP_201=ProductOut, HTTP_409=Problem), tags=["products"]
+    json=ProductIn,
+    resp=Responses(
+        HTTP_201=ProductOut,
+        HTTP_409=(Problem, "the sku is taken (`already-exists`)"),
+        HTTP_422=(Problem, "a field is missing, of the wrong type or out of range"),
+    ),
+    tags=["products"],
 )
 def create_product() -> tuple[ProductOut, int, dict[str, str]]:
     """Create a product; the sku is unique."""
@@ -59,7 +65,14 @@ def create_product() -> tuple[ProductOut, int, dict[str, str]]:
 
 
 @bp.get("")
-@spec.validate(query=ProductQuery, resp=Responses(HTTP_200=ProductPageOut), tags=["products"])
+@spec.validate(
+    query=ProductQuery,
+    resp=Responses(
+        HTTP_200=ProductPageOut,
+        HTTP_422=(Problem, "`limit` or `stock_below` out of range, or `next` not a cursor"),
+    ),
+    tags=["products"],
+)
 def list_products() -> ProductPageOut:
     """Products in sku order, `limit` at a time (at most 100); follow `next` for more."""
     query: ProductQuery = request.context.query  # type: ignore[attr-defined]
@@ -76,7 +89,9 @@ def list_products() -> ProductPageOut:
 
 
 @bp.get("/<sku>")
-@output_only(resp=Responses(HTTP_200=ProductOut, HTTP_404=Problem), tags=["products"])
+@output_only(
+    resp=Responses(HTTP_200=ProductOut, HTTP_404=(Problem, "no such product")), tags=["products"]
+)
 def get_product(sku: str) -> ProductOut:
     """One product by sku."""
     return product_out(services.get_product(get_uow(), _known_shape(sku)))
@@ -84,7 +99,13 @@ def get_product(sku: str) -> ProductOut:
 
 @bp.patch("/<sku>")
 @spec.validate(
-    json=ProductPatch, resp=Responses(HTTP_200=ProductOut, HTTP_404=Problem), tags=["products"]
+    json=ProductPatch,
+    resp=Responses(
+        HTTP_200=ProductOut,
+        HTTP_404=(Problem, "no such product"),
+        HTTP_422=(Problem, "neither name nor price_cents given, or one is invalid"),
+    ),
+    tags=["products"],
 )
 def update_product(sku: str) -> ProductOut:
     """Change a product's name and/or price."""

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
-import re
+from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
-    field_validator,
     model_validator,
 )
 
@@ -22,6 +20,13 @@ from dataaccess.services import MAX_INT32, MAX_LINE_QUANTITY, MAX_ORDER_LINES, M
 MAX_BIGINT = 2**63 - 1
 DEFAULT_PAGE_SIZE = 50
 SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# A page cursor is the page's last sku, hex-encoded: the pattern admits exactly
+# the encodings of strings that match SKU_PATTERN (first byte a letter or digit,
+# then letters, digits, '.', '_' or '-'), so any cursor the document allows is
+# one the API can resume from.
+_SKU_FIRST_HEX = r"(?:3[0-9]|[46][1-9a-f]|[57][0-9a])"
+_SKU_REST_HEX = r"(?:2[de]|3[0-9]|[46][1-9a-f]|[57][0-9a]|5f)"
+CURSOR_PATTERN = rf"^{_SKU_FIRST_HEX}{_SKU_REST_HEX}{{0,63}}$"
 
 # Text without control characters: PostgreSQL refuses NUL in text, and the
 # rest has no business in a name.
@@ -32,7 +37,28 @@ Email = Annotated[
     str,
     StringConstraints(max_length=254, pattern=r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+$"),
 ]
-Cents = Annotated[int, Field(ge=0, le=MAX_INT32)]
+
+
+def _integral(value: Any) -> Any:
+    """A JSON number written with a fraction or exponent that is a whole number, as an int.
+
+    JSON Schema counts 50.0 and 5e1 as integers. Such numbers arrive as Decimal
+    (api.jsonbody reads them so), which keeps them exact: 1.5, and
+    1.0000000000000001 too, stay non-integers and are refused like any other.
+    """
+    # Magnitude first (below 10**20, past every bound here): int() of 1e100000000
+    # would build a hundred-million-digit number. What is left is refused as not an integer.
+    if isinstance(value, Decimal) and value.is_finite() and value.adjusted() < 20:
+        integral = value.to_integral_value()
+        if value == integral:
+            return int(integral)
+    return value
+
+
+# An integer body field: no coercion from strings or booleans (the models are
+# strict), but an integral number in any JSON spelling is the integer it is.
+JSON_INTEGER = BeforeValidator(_integral)
+Cents = Annotated[int, Field(ge=0, le=MAX_INT32), JSON_INTEGER]
 
 
 class Body(BaseModel):
@@ -45,11 +71,21 @@ class Body(BaseModel):
 
 
 class CustomerIn(Body):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"email": "ada@example.com", "name": "Ada Lovelace"}]}
+    )
+
     email: Email
     name: Name
 
 
 class ProductIn(Body):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"sku": "WIDGET-1", "name": "Widget", "price_cents": 250, "stock": 100}]
+        }
+    )
+
     sku: Sku
     name: Name
     price_cents: Cents
@@ -57,7 +93,22 @@ class ProductIn(Body):
 
 
 class ProductPatch(Body):
-    """Name and/or price; stock moves only through orders and stock events."""
+    """Name and/or price; stock moves only through orders and stock events.
+
+    At least one of the two, not null: a null member is the same as a missing one.
+    """
+
+    # The document says what the validator below enforces (JSON Schema cannot
+    # see a model validator): some member present with a value that is not null.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["name"], "properties": {"name": {"type": "string"}}},
+                {"required": ["price_cents"], "properties": {"price_cents": {"type": "integer"}}},
+            ],
+            "examples": [{"price_cents": 275}, {"name": "Widget, blue"}],
+        }
+    )
 
     name: Name | None = None
     price_cents: Cents | None = None
@@ -75,27 +126,31 @@ class ProductQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     limit: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
-    next: str | None = Field(None, max_length=200, description="cursor from the previous page")
+    next: str | None = Field(
+        None,
+        pattern=CURSOR_PATTERN,
+        description="the previous page's `next`, to resume after it; opaque, but any value "
+        "of this form is a position in sku order",
+    )
     # stock >= 0, so stock below 0 could never match, yet would read every product.
     stock_below: int | None = Field(
         None, ge=1, le=MAX_INT32, description="only products with stock below this value"
     )
 
-    @field_validator("next")
-    @classmethod
-    def _cursor_decodes(cls, value: str | None) -> str | None:
-        if value is not None:
-            decode_cursor(value)
-        return value
-
 
 class LineIn(Body):
     sku: Sku
-    quantity: int = Field(ge=1, le=MAX_LINE_QUANTITY)
+    quantity: Annotated[int, JSON_INTEGER] = Field(ge=1, le=MAX_LINE_QUANTITY)
 
 
 class OrderIn(Body):
-    customer_id: int = Field(ge=1, le=MAX_BIGINT)
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"customer_id": 1, "lines": [{"sku": "WIDGET-1", "quantity": 2}]}]
+        }
+    )
+
+    customer_id: Annotated[int, JSON_INTEGER] = Field(ge=1, le=MAX_BIGINT)
     lines: list[LineIn] = Field(min_length=1, max_length=MAX_ORDER_LINES)
 
 
@@ -108,7 +163,9 @@ class OrderHeaders(BaseModel):
         min_length=1,
         max_length=200,
         pattern=r"^[\x21-\x7e]+$",
-        description="repeat a request safely: the same key returns the same order",
+        description="repeat a request safely: the same key and body return the same order "
+        "(201, Idempotent-Replayed: true); the same key with another body is a 422 "
+        "idempotency-key-reused. Keys are per customer.",
     )
 
 
@@ -171,16 +228,10 @@ class Problem(BaseModel):
 
 
 def encode_cursor(sku: str) -> str:
-    """Opaque to clients: today the last sku of the page, base64url-encoded."""
-    return base64.urlsafe_b64encode(sku.encode()).decode().rstrip("=")
+    """Opaque to clients: today the last sku of the page, hex-encoded (see CURSOR_PATTERN)."""
+    return sku.encode().hex()
 
 
 def decode_cursor(cursor: str) -> str:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        sku = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise ValueError("not a cursor this API issued") from None
-    if not re.fullmatch(SKU_PATTERN, sku):
-        raise ValueError("not a cursor this API issued")
-    return sku
+    """The sku a cursor of CURSOR_PATTERN's form (checked by ProductQuery) resumes after."""
+    return bytes.fromhex(cursor).decode()

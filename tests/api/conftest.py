@@ -15,6 +15,7 @@ from flask.testing import FlaskClient, FlaskCliRunner
 from api import create_app
 from api.auth import Authenticator, AuthSettings
 from dataaccess import Database, Settings
+from scripts.devdb import local_settings
 from scripts.localauth import LocalIssuer
 from scripts.localpg import free_port, tls_env
 
@@ -30,6 +31,24 @@ def app(db: Database, issuer: LocalIssuer) -> Flask:
     """The app, on this test's fresh database as the least-privilege role."""
     authenticator = Authenticator(AuthSettings.from_env(issuer.env()))
     return create_app({"TESTING": True, "DATABASE": db, "AUTHENTICATOR": authenticator})
+
+
+@pytest.fixture
+def app_without_database(issuer: LocalIssuer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
+    """The app pointed at a port where no database listens."""
+    settings = local_settings(
+        host="127.0.0.1",
+        port=free_port(),
+        dbname="x",
+        user="app_iam",
+        password="not-a-real-password",
+        DB_CONNECT_RETRY_BUDGET="1",
+    )
+    for name, value in issuer.env().items():
+        monkeypatch.setenv(name, value)
+    app = create_app(settings=settings)
+    yield app
+    app.extensions["database"].dispose()
 
 
 @pytest.fixture

@@ -69,24 +69,6 @@ def test_readyz_when_the_database_answers(client):
     assert response.json == {"status": "ready"}
 
 
-@pytest.fixture
-def app_without_database(issuer, monkeypatch):
-    """The app pointed at a port where no database listens."""
-    settings = local_settings(
-        host="127.0.0.1",
-        port=free_port(),
-        dbname="x",
-        user="app_iam",
-        password="not-a-real-password",
-        DB_CONNECT_RETRY_BUDGET="1",
-    )
-    for name, value in issuer.env().items():
-        monkeypatch.setenv(name, value)
-    app = create_app(settings=settings)
-    yield app
-    app.extensions["database"].dispose()
-
-
 def test_database_unavailable_is_503_with_retry_after(app_without_database, issuer):
     client = app_without_database.test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {issuer.token(admin=True)}"
@@ -112,6 +94,15 @@ def test_one_json_log_line_per_request_with_request_id(client, caplog):
         "status": 200,
         "duration_ms": record.fields["duration_ms"],
     }
+
+
+def test_a_refused_request_has_its_request_id_and_log_line_too(anonymous, caplog):
+    caplog.set_level(logging.INFO, logger="api.request")
+    response = anonymous.get("/products", headers={"X-Request-Id": "req-401"})
+    assert_problem(response, 401)
+    assert response.headers["X-Request-Id"] == "req-401"
+    (record,) = [r for r in caplog.records if r.name == "api.request"]
+    assert record.fields["request_id"] == "req-401"
 
 
 def test_request_id_from_the_alb_trace_header_or_generated(client):

@@ -104,3 +104,11 @@ def test_idempotency_key_with_different_body_is_422(client):
     body = assert_problem(order(client, customer, [(sku, 3)], key="key-2"), 422)
     assert body["type"].endswith("idempotency-key-reused")
     assert stock(client, sku) == 8
+
+
+def test_big_integers_written_with_a_fraction_stay_exact(client):
+    sku = make_product(client)
+    # 2**53 + 1 read as a float would be 2**53: another customer, silently.
+    body = f'{{"customer_id": 9007199254740993.0, "lines": [{{"sku": "{sku}", "quantity": 1.0}}]}}'
+    response = client.post("/orders", data=body, content_type="application/json")
+    assert assert_problem(response, 404)["detail"] == "no customer with id 9007199254740993"

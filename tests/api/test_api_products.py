@@ -1,5 +1,5 @@
 import pytest
-from api_helpers import assert_problem, make_product
+from api_helpers import assert_problem, make_product, new_sku
 
 
 def test_create_and_get_product(client):
@@ -43,6 +43,7 @@ def test_patch_name_and_price(client):
 def test_patch_needs_a_field_and_no_stock(client):
     sku = make_product(client)
     assert_problem(client.patch(f"/products/{sku}", json={}), 422)
+    assert_problem(client.patch(f"/products/{sku}", json={"name": None}), 422)
     assert_problem(client.patch(f"/products/{sku}", json={"stock": 1000}), 422)
 
 
@@ -71,8 +72,41 @@ def test_limit_is_capped(client):
     assert_problem(client.get("/products?limit=0"), 422)
 
 
-def test_bad_cursor_is_422(client):
-    assert_problem(client.get("/products?next=%%%"), 422)
+@pytest.mark.parametrize("cursor", ["%%%", "", "5", "2d", "41ff", "41" * 65, "4A"])
+def test_a_value_not_of_the_cursors_form_is_422(client, cursor):
+    # Not hex; odd; a first byte that no sku starts with; a byte no sku has; too long; upper case.
+    body = assert_problem(client.get("/products", query_string={"next": cursor}), 422)
+    assert body["errors"][0]["loc"] == ["next"]
+
+
+def test_any_cursor_of_the_documented_form_resumes_after_its_sku(client):
+    for sku in ("CUR-A", "CUR-C", "CUR-E"):
+        make_product(client, sku=sku)
+    # The page's last sku, hex-encoded: one the API never issued is a position all the same.
+    page = client.get("/products", query_string={"next": b"CUR-B".hex()})
+    assert page.status_code == 200
+    assert [p["sku"] for p in page.json["items"]] == ["CUR-C", "CUR-E"]
+
+
+@pytest.mark.parametrize(
+    ("written", "value"), [("250.0", 250), ("2.5e2", 250), ("25E1", 250), ("-0.0", 0)]
+)
+def test_an_integer_written_with_a_fraction_or_exponent_is_that_integer(client, written, value):
+    # JSON Schema counts 250.0 as an integer, so the document's `integer` accepts it.
+    body = f'{{"sku": "{new_sku()}", "name": "X", "price_cents": {written}}}'
+    response = client.post("/products", data=body, content_type="application/json")
+    assert response.status_code == 201, response.json
+    assert response.json["price_cents"] == value
+
+
+@pytest.mark.parametrize(
+    "written", ["2.5", "250.0000000000000001", "1e400", '"250"', "true", "2147483648.0"]
+)
+def test_a_number_that_is_not_an_integer_in_range_is_422(client, written):
+    # Read exactly: a float would round 250.0000000000000001 to 250.
+    body = f'{{"sku": "{new_sku()}", "name": "X", "price_cents": {written}}}'
+    response = client.post("/products", data=body, content_type="application/json")
+    assert assert_problem(response, 422)["errors"][0]["loc"] == ["price_cents"]
 
 
 @pytest.mark.parametrize("value", ["0", "-1"])
