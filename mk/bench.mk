@@ -2,6 +2,8 @@
 # They start their own throwaway PostgreSQL and stop it even when a workload fails.
 .PHONY: bench bench-smoke
 
+##@ Benchmarks and drills
+
 bench: install ## run the benchmarks (~5 min) and write bench/RESULTS.md
 	$(PY) -m bench
 

@@ -6,6 +6,8 @@
 # branch on the status run `python -m dataaccess doctor` directly.
 .PHONY: doctor
 
+##@ Operations
+
 doctor: install ## diagnose the database the DB_* environment names (ENV_FILE=path, JSON=1)
 	@$(if $(ENV_FILE),set -a && . $(abspath $(ENV_FILE)) && set +a &&) \
 	$(PY) -m dataaccess doctor $(if $(JSON),--json)

@@ -4,6 +4,8 @@
 # Their short versions run in `make test` (tests/drills).
 .PHONY: drills drills-short
 
+##@ Benchmarks and drills
+
 drills: install ## run every failure drill (a few minutes) and write docs/RELIABILITY.md
 	$(PY) -m drills
 

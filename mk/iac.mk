@@ -31,6 +31,8 @@ $(CHECKOV_VENV)/.installed:
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet 'checkov==$(CHECKOV_VERSION)'
 	touch $@
 
+##@ Infrastructure
+
 checkov-venv: $(CHECKOV_VENV)/.installed ## virtualenv with checkov (.venv-checkov)
 
 # cfn-lint itself is in the dev extra (.venv): tests/infra import its YAML loader.
@@ -52,7 +54,7 @@ tf-validate: ## terraform init -backend=false and validate, offline
 tf-test: tf-validate ## terraform test with a mocked provider, offline
 	TF_DATA_DIR=$(TF_CHECK_DATA_DIR) $(TERRAFORM) -chdir=terraform test
 
-tf-check: tf-fmt tf-validate tf-test
+tf-check: tf-fmt tf-validate tf-test ## terraform fmt, validate and test, offline
 
 iac-check: cfn-validate checkov tf-check ## every offline infrastructure check
 
