@@ -19,16 +19,36 @@ Revises: 0002
 Create Date: 2026-11-27
 """
 
+import re
 from collections.abc import Sequence
 
 from alembic import context, op
-
-from dataaccess.settings import iam_login_role
 
 revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+
+# Frozen here, not imported: a later change to the application's settings must not
+# change what this migration did. The same rule as DB_IAM_USER: a letter, then
+# letters, digits or underscores, at most 63 characters (the name also lands in
+# string literals inside DO blocks, where quoting alone would not protect it).
+_ROLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
+
+
+def _checked(name: str, variable: str = "DB_IAM_USER") -> str:
+    if not _ROLE_NAME.fullmatch(name):
+        raise ValueError(
+            f"{variable} must be a PostgreSQL role name: a letter, then letters, digits "
+            f"or underscores, at most 63 characters; got {name!r}"
+        )
+    return name
+
+
+def _quoted(name: str) -> str:
+    return op.get_bind().dialect.identifier_preparer.quote_identifier(name)
+
 
 # What each table keeps; 0002 granted SELECT, INSERT, UPDATE, DELETE on all.
 KEEP = {
@@ -42,7 +62,7 @@ DML = "SELECT, INSERT, UPDATE, DELETE"
 
 
 def _role() -> str:
-    return '"' + iam_login_role({"DB_IAM_USER": context.config.attributes["iam_user"]}) + '"'
+    return _quoted(_checked(context.config.attributes["iam_user"]))
 
 
 def _temporary(verb: str, preposition: str) -> None:

@@ -31,16 +31,36 @@ Create Date: 2026-11-29
 """
 
 import os
+import re
 from collections.abc import Sequence
 
 from alembic import context, op
-
-from dataaccess.settings import SettingsError, iam_login_role
 
 revision: str = "0006"
 down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+
+# Frozen here, not imported: a later change to the application's settings must not
+# change what this migration did. The same rule as DB_IAM_USER: a letter, then
+# letters, digits or underscores, at most 63 characters (the name also lands in
+# string literals inside DO blocks, where quoting alone would not protect it).
+_ROLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
+
+
+def _checked(name: str, variable: str = "DB_IAM_USER") -> str:
+    if not _ROLE_NAME.fullmatch(name):
+        raise ValueError(
+            f"{variable} must be a PostgreSQL role name: a letter, then letters, digits "
+            f"or underscores, at most 63 characters; got {name!r}"
+        )
+    return name
+
+
+def _quoted(name: str) -> str:
+    return op.get_bind().dialect.identifier_preparer.quote_identifier(name)
+
 
 DEFAULT_READER = "app_reader"
 # What dataaccess/reports.py reads: low_stock (products) and order_totals (orders).
@@ -49,15 +69,11 @@ READ_TABLES = ("products", "orders")
 
 def _reader_name() -> str:
     attributes = context.config.attributes
-    name = attributes.get("iam_reader_user") or os.environ.get("DB_IAM_READER_USER")
-    try:
-        # The same rule as DB_IAM_USER: the name lands in DDL and in string literals.
-        reader = iam_login_role({"DB_IAM_USER": name or DEFAULT_READER})
-    except SettingsError as exc:
-        raise SettingsError(str(exc).replace("DB_IAM_USER", "DB_IAM_READER_USER")) from None
-    writer = iam_login_role({"DB_IAM_USER": attributes["iam_user"]})
+    name = attributes.get("iam_reader_user") or os.environ.get("DB_IAM_READER_USER", "").strip()
+    reader = _checked(name or DEFAULT_READER, "DB_IAM_READER_USER")
+    writer = _checked(attributes["iam_user"])
     if reader == writer:
-        raise SettingsError(
+        raise ValueError(
             f"DB_IAM_READER_USER must not be the application role {writer!r}: "
             "the reader role is read-only"
         )
@@ -65,10 +81,11 @@ def _reader_name() -> str:
 
 
 def _role() -> str:
-    return '"' + _reader_name() + '"'
+    return _quoted(_reader_name())
 
 
 def _literal() -> str:
+    # For string literals inside DO blocks; _checked allows no quote character.
     return "'" + _reader_name() + "'"
 
 

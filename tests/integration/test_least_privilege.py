@@ -11,7 +11,6 @@ from alembic import command
 
 from dataaccess import Database, create_engine, reports, services
 from dataaccess.services import LineRequest
-from dataaccess.settings import SettingsError
 from scripts.devdb import APP_ROLE, alembic_config, superuser_settings
 
 DML = [
@@ -479,5 +478,5 @@ def test_0006_downgrade_keeps_a_reader_that_another_database_still_uses(admin, o
 def test_0006_refuses_a_reader_that_is_the_app_role_or_not_a_plain_name(own_database, reader):
     _, engine = own_database
     migrate_with_reader(engine, command.upgrade, "0005", reader)
-    with pytest.raises(SettingsError, match="DB_IAM_READER_USER"):
+    with pytest.raises(ValueError, match="DB_IAM_READER_USER"):
         migrate_with_reader(engine, command.upgrade, "0006", reader)

@@ -1,6 +1,9 @@
 """The four migration checks, with Alembic's own API: one head, upgrade from empty,
 models match the migrated DDL, and every revision downgrades and upgrades again."""
 
+import ast
+from pathlib import Path
+
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -80,3 +83,24 @@ def test_the_login_role_cannot_create_temporary_objects(empty_db, pg_cluster):
         conn.exec_driver_sql("CREATE TEMP TABLE sneaky (id int)")
     assert caught.value.orig.pgcode == "42501"
     as_role.dispose()
+
+
+def test_migrations_are_frozen_in_time():
+    """A migration imports no application code: a later change there must not change
+    what an old migration does (each copies the constants it needs)."""
+    versions = Path(__file__).resolve().parents[2] / "alembic" / "versions"
+    ours = {"dataaccess", "api", "scripts", "lambda", "drills", "bench", "tests"}
+    offenders = {}
+    for path in sorted(versions.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            bad = [n for n in names if n.split(".")[0] in ours]
+            if bad:
+                offenders.setdefault(path.name, []).extend(bad)
+    assert len(list(versions.glob("*.py"))) >= 7
+    assert offenders == {}
