@@ -7,7 +7,6 @@ autogenerate and hand-written migrations agree and downgrades can drop by name.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
 
 from sqlalchemy import (
     BigInteger,
@@ -24,7 +23,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-OrderStatus = Literal["placed", "cancelled"]
 # The range of the INTEGER columns (prices, stock, quantities, deltas).
 MAX_INT32 = 2**31 - 1
 
