@@ -26,7 +26,11 @@ starts, the proxy's own connections included, and the client sends nothing.
 
 Roles belong to the whole cluster, and so does this default: ``ALTER ROLE ...
 IN DATABASE`` would be keyed to this database's OID and lost by a copy of it
-(the tests' per-test copies of a migrated template). Downgrade resets it.
+(the tests' per-test copies of a migrated template). So downgrade resets it
+only for a role no other database grants CONNECT to (0005 revoked PUBLIC's, so
+each database that uses the role grants it): like 0006 keeping a reader another
+database still uses, a downgrade here must not take the timeout from another
+database's sessions.
 
 Revision ID: 0007
 Revises: 0006
@@ -36,6 +40,7 @@ Create Date: 2026-12-02
 import os
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import context, op
 
 revision: str = "0007"
@@ -49,7 +54,7 @@ DEFAULT_READER = "app_reader"
 
 
 def _roles() -> list[str]:
-    """The writer and reader login roles, quoted for DDL."""
+    """The writer and reader login roles."""
     attributes = context.config.attributes
     writer = attributes["iam_user"]
     reader = (
@@ -57,15 +62,28 @@ def _roles() -> list[str]:
         or os.environ.get("DB_IAM_READER_USER", "").strip()
         or DEFAULT_READER
     )
-    preparer = op.get_bind().dialect.identifier_preparer
-    return [preparer.quote_identifier(name) for name in dict.fromkeys((writer, reader))]
+    return list(dict.fromkeys((writer, reader)))
+
+
+def _quoted(name: str) -> str:
+    return op.get_bind().dialect.identifier_preparer.quote_identifier(name)
 
 
 def upgrade() -> None:
     for role in _roles():
-        op.execute(f"ALTER ROLE {role} SET statement_timeout = '{STATEMENT_TIMEOUT_MS}ms'")
+        op.execute(f"ALTER ROLE {_quoted(role)} SET statement_timeout = '{STATEMENT_TIMEOUT_MS}ms'")
+
+
+# Another database's own CONNECT grant to the role (not PUBLIC's, as on `postgres`).
+_USED_ELSEWHERE = sa.text(
+    "SELECT EXISTS (SELECT 1 FROM pg_database d, aclexplode(d.datacl) a "
+    "WHERE d.datname <> current_database() AND a.privilege_type = 'CONNECT' "
+    "AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = :role))"
+)
 
 
 def downgrade() -> None:
     for role in _roles():
-        op.execute(f"ALTER ROLE {role} RESET statement_timeout")
+        if op.get_bind().execute(_USED_ELSEWHERE, {"role": role}).scalar():
+            continue
+        op.execute(f"ALTER ROLE {_quoted(role)} RESET statement_timeout")

@@ -104,3 +104,31 @@ def test_migrations_are_frozen_in_time():
                 offenders.setdefault(path.name, []).extend(bad)
     assert len(list(versions.glob("*.py"))) >= 7
     assert offenders == {}
+
+
+def role_timeout(engine, role):
+    with engine.connect() as conn:
+        return conn.scalar(
+            sa.text(
+                "SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_roles r "
+                "ON r.oid = s.setrole WHERE r.rolname = :r AND s.setdatabase = 0"
+            ),
+            {"r": role},
+        )
+
+
+def test_0007_downgrade_keeps_a_timeout_another_database_relies_on(empty_db, postgresql):
+    # Role settings belong to the cluster: the tests' template database (behind
+    # `postgresql`) grants the app role CONNECT, so its timeout must survive here.
+    engine, own_role = empty_db
+    # A role no other database uses loses it.
+    migrate(engine, own_role, command.upgrade, "head")
+    assert role_timeout(engine, own_role) == ["statement_timeout=30000ms"]
+    migrate(engine, own_role, command.downgrade, "0006")
+    assert role_timeout(engine, own_role) is None
+    migrate(engine, own_role, command.downgrade, "base")
+    # The app role, which the template database also lets in, keeps it.
+    migrate(engine, "app_iam", command.upgrade, "head")
+    migrate(engine, "app_iam", command.downgrade, "0006")
+    assert role_timeout(engine, "app_iam") == ["statement_timeout=30000ms"]
+    migrate(engine, "app_iam", command.downgrade, "base")
