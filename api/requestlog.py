@@ -1,19 +1,32 @@
-"""One structured JSON line per request, and the request id that ties lines together."""
+"""One structured JSON line per request, and the request id that ties lines together.
+
+The lines are CloudWatch embedded metric format (EMF) documents too: each request
+line carries `Requests` and `Latency` by status class, and a line per new database
+connection carries the connection figures of `dataaccess.metrics`. CloudWatch Logs
+turns them into metrics as the awslogs driver delivers them (docs/api.md, "Metrics").
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import logging
+import os
 import random
 import re
 import sys
 import time
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
+
+from dataaccess.metrics import DEFAULT_NAMESPACE, Collector, register
 
 log = logging.getLogger("api.request")
+db_log = logging.getLogger("api.database")
+
+# The `service` dimension of the API's metrics (the functions' is their service name).
+SERVICE = "api"
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:=/+-]{1,128}$")
 _TRACE_ROOT = re.compile(r"(?:^|;)\s*Root=([A-Za-z0-9-]{1,64})")
@@ -30,6 +43,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         entry.update(getattr(record, "fields", {}))
+        entry.update(getattr(record, "emf", {}))
         if record.exc_info:
             entry["exc_info"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
@@ -68,6 +82,7 @@ def _finish(response: Response) -> Response:
     if not log.isEnabledFor(logging.INFO):
         return response
     started = g.get("request_started", time.perf_counter())
+    duration_ms = round((time.perf_counter() - started) * 1000, 2)
     # The path only: query strings and bodies are not logged.
     log.info(
         "%s %s %s",
@@ -80,13 +95,73 @@ def _finish(response: Response) -> Response:
                 "method": request.method,
                 "path": request.path,
                 "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-            }
+                "duration_ms": duration_ms,
+            },
+            "emf": {
+                "_aws": {
+                    "Timestamp": int(time.time() * 1000),
+                    "CloudWatchMetrics": current_app.extensions["request_metrics"],
+                },
+                "service": SERVICE,
+                "StatusClass": f"{response.status_code // 100}xx",
+                "Requests": 1,
+                "Latency": duration_ms,
+            },
         },
     )
     return response
 
 
+def metrics_namespace() -> str:
+    """The CloudWatch namespace: METRICS_NAMESPACE, else the package's default."""
+    return os.environ.get("METRICS_NAMESPACE", "").strip() or DEFAULT_NAMESPACE
+
+
+def _directive(namespace: str, dimensions: list[str], metrics: list[tuple[str, str]]) -> Any:
+    """EMF's CloudWatchMetrics member: which root members are metrics, and of what unit."""
+    return [
+        {
+            "Namespace": namespace,
+            "Dimensions": [dimensions],
+            "Metrics": [{"Name": name, "Unit": unit} for name, unit in metrics],
+        }
+    ]
+
+
+def _log_connection_figures(collector: Collector) -> None:
+    """One EMF line per connect (the pool opens few): what it and any token or secret cost.
+
+    Called on the connecting thread; figures two threads recorded at once go in one line.
+    """
+    figures = collector.take()
+    if figures.empty or not db_log.isEnabledFor(logging.INFO):
+        return
+    series = figures.as_metrics()
+    directive = _directive(metrics_namespace(), ["service"], [(n, u) for n, u, _ in series])
+    db_log.info(
+        "database connection",
+        extra={
+            "fields": {"connects": figures.connects, "connect_failures": figures.connect_failures},
+            "emf": {
+                "_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": directive},
+                "service": SERVICE,
+                **{name: values for name, _, values in series},
+            },
+        },
+    )
+
+
+# One per process (every app in it shares the engines' process-wide reports).
+_connections = Collector(on_connect=_log_connection_figures)
+
+
 def init_app(app: Flask) -> None:
+    # A request line's metric directive is the same for every request: built once.
+    app.extensions["request_metrics"] = _directive(
+        metrics_namespace(),
+        ["service", "StatusClass"],
+        [("Requests", "Count"), ("Latency", "Milliseconds")],
+    )
+    register(_connections)
     app.before_request(_start)
     app.after_request(_finish)

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3
 
+from . import metrics
+
 if TYPE_CHECKING:
     from mypy_boto3_rds import RDSClient
     from mypy_boto3_secretsmanager import SecretsManagerClient
@@ -124,6 +126,7 @@ class IamTokenProvider:
                 expires = min(expires, signer_expiry)
             self._reuse_until = expires - self._margin
             self.minted += 1
+            metrics.token_minted()
             return Credential(self.user, self._token)
 
     def invalidate(self) -> None:
@@ -198,6 +201,7 @@ class SecretsManagerProvider:
             self._client = boto3.client("secretsmanager", region_name=self.region)
         response = self._client.get_secret_value(SecretId=self.secret_id)
         self.fetches += 1
+        metrics.secret_read()
         try:
             secret = json.loads(response["SecretString"])
             if not (

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, ExceptionContext
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from . import timeouts
+from . import metrics, timeouts
 from .credentials import CredentialProvider, provider_for
 from .resilience import backoff_delays, deadline_after, is_transient_connect_error, writer_gone
 from .settings import Settings
@@ -208,11 +208,27 @@ def _connect_hook(credentials: CredentialProvider, settings: Settings, *, budget
     def do_connect(
         dialect: sa.Dialect, conn_rec: Any, cargs: tuple[Any, ...], cparams: dict[str, Any]
     ) -> Any:
+        # Reported however it ends (dataaccess.metrics); the time includes minting a
+        # token or reading a secret, and the backoff between attempts.
+        started = time.perf_counter()
+        attempts: list[None] = []  # one entry per attempt made
+        try:
+            connection = connect_with_retries(dialect, cargs, cparams, attempts)
+        except BaseException:
+            metrics.connect_finished(time.perf_counter() - started, len(attempts), ok=False)
+            raise
+        metrics.connect_finished(time.perf_counter() - started, len(attempts), ok=True)
+        return connection
+
+    def connect_with_retries(
+        dialect: sa.Dialect, cargs: tuple[Any, ...], cparams: dict[str, Any], attempts: list[None]
+    ) -> Any:
         deadline = deadline_after(budget)
         delays = backoff_delays()
         retried_cached = False
         refused_until: float | None = None
         while True:
+            attempts.append(None)
             credential = credentials.get()
             # No single attempt outlives the budget (but libpq needs its 2 s).
             limit = max(

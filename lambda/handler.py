@@ -17,6 +17,10 @@ each record gets its own unit of work, so only the records that fail again fail.
 
 X-Ray (Powertools Tracer), when tracing is on: a subsegment per unit of work, one
 per statement (its SQL, never its parameters) and one per new connection.
+
+Metrics (Powertools, CloudWatch embedded metric format): one document on stdout per
+invocation with the batch's outcome or the report's duration, and the connection
+figures `dataaccess.metrics` collected meanwhile (docs/lambda.md, "Metrics").
 """
 
 from __future__ import annotations
@@ -26,11 +30,13 @@ import datetime as dt
 import functools
 import json
 import os
+import time
 import traceback
 from collections.abc import Iterator
 from typing import Any
 
 from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, SQSEvent, SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -43,6 +49,7 @@ from dataaccess.credentials import CredentialProvider, provider_for
 from dataaccess.engine import is_auth_failure
 from dataaccess.errors import DomainError
 from dataaccess.ingest import IngestResult, ingest_stock_events
+from dataaccess.metrics import DEFAULT_NAMESPACE, Collector, register
 from dataaccess.resilience import connect_deadline, is_unavailable
 from dataaccess.services import StockEventIn
 
@@ -55,6 +62,16 @@ logger = Logger(json_serializer=functools.partial(json.dumps, separators=(",", "
 # Lambda. Asked of Tracer's own rule without building one, because Tracer() imports
 # the X-Ray SDK even when disabled (docs/infrastructure.md has the cold-start cost).
 tracer: Tracer | None = None if Tracer._is_tracer_disabled() else Tracer(auto_patch=False)
+# Namespace from POWERTOOLS_METRICS_NAMESPACE, the `service` dimension the logger's.
+# EphemeralMetrics, not Metrics: its buffer is this module's own, not shared by every
+# instance in the process. Powertools Metrics is imported with Logger anyway: no cost.
+metrics = EphemeralMetrics(
+    namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE,
+    service=logger.service,
+)
+# What the engines and credential providers did (connects, tokens, secret reads) since
+# the last invocation's metrics were published.
+connection_figures = register(Collector())
 
 _database: Database | None = None
 _writer_credentials: CredentialProvider | None = None
@@ -197,6 +214,48 @@ def _trace_engine(engine: Engine) -> None:
     sa_event.listen(engine, "handle_error", failed)
 
 
+# -- metrics -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _published(duration_metric: str) -> Iterator[None]:
+    """Publish this invocation's metrics however it ends: its duration as `duration_metric`,
+    what it added, and the connection figures. A decorator too (a ContextDecorator)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
+        try:
+            metrics.add_metric(duration_metric, MetricUnit.Milliseconds, elapsed_ms)
+            _add_connection_figures()
+            metrics.flush_metrics()
+        except Exception as exc:  # metrics never fail an invocation
+            logger.warning("metrics not published", extra={"error": _describe(exc)})
+        finally:
+            # flush_metrics keeps the buffer when POWERTOOLS_METRICS_DISABLED is set.
+            metrics.clear_metrics()
+
+
+def _add_connection_figures() -> None:
+    """What the engines and credential providers did since the last invocation's metrics."""
+    for name, unit, values in connection_figures.take().as_metrics():
+        for value in values:
+            metrics.add_metric(name, unit, value)
+
+
+def _add_batch_metrics(outcome: BatchOutcome) -> None:
+    """Every record in exactly one of: applied, duplicate, rejected (malformed, or refused by
+    a domain rule: redelivery cannot help), failed (the database, or a poison record)."""
+    rejected = sum(
+        isinstance(error, (MalformedEventError, DomainError)) for error in outcome.failures.values()
+    )
+    metrics.add_metric("EventsApplied", MetricUnit.Count, outcome.applied)
+    metrics.add_metric("EventsDuplicate", MetricUnit.Count, outcome.duplicates)
+    metrics.add_metric("EventsRejected", MetricUnit.Count, rejected)
+    metrics.add_metric("EventsFailed", MetricUnit.Count, len(outcome.failures) - rejected)
+
+
 # -- stock events (SQS) --------------------------------------------------------------
 
 
@@ -229,6 +288,7 @@ class BatchOutcome:
 
 
 @logger.inject_lambda_context(clear_state=True)
+@_published("BatchDuration")
 def stock_events_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Apply the batch's stock events, each exactly once; report the records that failed.
 
@@ -249,6 +309,7 @@ def stock_events_handler(event: dict[str, Any], context: LambdaContext) -> dict[
         with connect_deadline(_connect_time(context)):
             apply_batch(database, parsed, outcome)
 
+    _add_batch_metrics(outcome)
     logger.info(
         "stock events batch",
         extra={
@@ -468,9 +529,13 @@ def report_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if isinstance(event, dict) and event.get("doctor") is True:
         from dataaccess.doctor import diagnose  # only for this rare invoke: no cold-start cost
 
-        return diagnose().as_dict()
+        try:
+            return diagnose().as_dict()
+        finally:
+            connection_figures.take()  # the diagnosis' own connects: not the report's figures
     request = report_request(event)
     with (
+        _published("ReportDuration"),
         connect_deadline(_connect_time(context)),
         _traced("## report"),
         get_database().unit_of_work(read_only=True) as uow,
