@@ -13,7 +13,18 @@ from flask import Flask
 
 from dataaccess import Database, Settings
 
-from . import auth, customers, db, health, jsonbody, openapi, orders, problems, products, requestlog
+from . import (
+    auth,
+    customers,
+    db,
+    health,
+    jsonbody,
+    openapi,
+    orders,
+    problems,
+    products,
+    requestlog,
+)
 
 
 def create_app(
@@ -44,7 +55,9 @@ def create_app(
         auth.AuthSettings.from_env()
     )
 
-    requestlog.configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
+    requestlog.configure_logging(
+        os.environ.get("LOG_LEVEL", "INFO"), os.environ.get("LOG_FORMAT", "auto")
+    )
     # First of the before_request hooks, so that a request refused by the next
     # ones (401, 403, 400...) has its id and duration too.
     requestlog.init_app(app)

@@ -1,4 +1,5 @@
-"""One structured JSON line per request, and the request id that ties lines together.
+"""One structured JSON line per request (a short text line on a terminal), and the
+request id that ties lines together.
 
 The lines are CloudWatch embedded metric format (EMF) documents too: each request
 line carries `Requests` and `Latency` by status class, and a line per new database
@@ -49,13 +50,49 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Send the `api` loggers to stderr as JSON lines (once per process)."""
+class TextFormatter(logging.Formatter):
+    """A log record as one short line for a person at a terminal: the time, the level,
+    the message, then its fields as key=value (the metrics are left to the JSON form)."""
+
+    # Already in a request line's message ("POST /orders 201"), or shown as "12.3 ms".
+    _SHOWN = frozenset({"method", "path", "status", "duration_ms"})
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", {})
+        when = time.strftime("%H:%M:%S", time.localtime(record.created))
+        parts = [when, f"{record.levelname:<7}", record.getMessage()]
+        if "duration_ms" in fields:
+            parts.append(f"{fields['duration_ms']} ms")
+        parts += [f"{k}={v}" for k, v in fields.items() if k not in self._SHOWN]
+        line = " ".join(str(part) for part in parts)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+LOG_FORMATS = ("auto", "json", "text")
+
+
+def log_formatter(log_format: str, stream: Any) -> logging.Formatter:
+    """LOG_FORMAT: `json` (CloudWatch, log pipelines), `text` (a terminal), or `auto`
+    (the default): text when the stream is a terminal, as under `make run`, else JSON,
+    as under ECS, whose awslogs driver is no terminal."""
+    chosen = log_format.strip().lower() or "auto"
+    if chosen not in LOG_FORMATS:
+        raise ValueError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}; got {log_format!r}")
+    if chosen == "auto":
+        chosen = "text" if getattr(stream, "isatty", lambda: False)() else "json"
+    return TextFormatter() if chosen == "text" else JsonFormatter()
+
+
+def configure_logging(level: str = "INFO", log_format: str = "auto") -> None:
+    """Send the `api` loggers to stderr, one line per record (once per process)."""
     logger = logging.getLogger("api")
     logger.setLevel(level.upper())
-    if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
+    if not any(getattr(h, "_api_lines", False) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(log_formatter(log_format, sys.stderr))
+        handler._api_lines = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
 
 
