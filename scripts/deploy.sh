@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Deploy dataaccess in dependency order; safe to re-run (every step converges):
 #
-#   1. secrets, network, aurora, ecs-cluster stacks   (CloudFormation)
+#   1. secrets (the KMS key), network, aurora, ecs-cluster stacks (CloudFormation)
 #   2. IAM                                             (Terraform; needs the cluster id);
 #      with DB_PROXY=on the proxy stack (needs the proxy's role from Terraform),
 #      then Terraform again for the grants through the proxy (needs its id)
@@ -10,11 +10,13 @@
 #      the deploy stops unless its container exits 0
 #   5. ecs-api stack (service update to the migrated image)
 #   6. lambda zip upload and lambda stack (function update)
+#   7. dashboard stack
 #
 # The API load balancer is internal unless --public (or PUBLIC_API=true) asks
 # for an internet-facing one. DB_PROXY=on puts an RDS Proxy in front of the
 # cluster for the Lambda functions; DB_PROXY=off after on moves them back to the
-# cluster, then deletes the proxy stack and its grants.
+# cluster, then deletes the proxy stack and its grants. OPERATOR_ACCESS=true opens
+# the operators' path to the database (ECS Exec port forwarding, their own login).
 #
 # --dry-run prints every command instead of running it and calls no AWS API;
 # values that would come from AWS are shown as <placeholders>.
@@ -39,8 +41,9 @@ API accepts no anonymous calls). Optional:
 PROJECT (dataaccess), ENVIRONMENT (dev), IMAGE_TAG (the commit), PUBLIC_API
 (false), ALB_INGRESS_CIDR (the VPC CIDR; 0.0.0.0/0 when public), VPC_CIDR
 (looked up), ARTIFACT_BUCKET_OWNER (the deploying account), AWS_API_EGRESS_CIDR,
-ACCESS_LOG_BUCKET, ALARM_TOPIC_ARN, MASTER_USERNAME (dbadmin), DB_IAM_USER
-(app_iam), DATABASE_NAME (inventory), MIGRATION_TIMEOUT_SECONDS (1800).
+ACCESS_LOG_BUCKET, ALARM_TOPIC_ARN (required with ENVIRONMENT=prod),
+MASTER_USERNAME (dbadmin), DB_IAM_USER (app_iam), DATABASE_NAME (inventory),
+MIGRATION_TIMEOUT_SECONDS (1800).
 
 Database and network options (docs/infrastructure.md says when to choose each):
   DB_PROXY=on|off (off)        RDS Proxy for the Lambda functions (IAM end to end)
@@ -58,6 +61,14 @@ Monitoring and protection:
   API_TRACING=true|false (false)  an X-Ray daemon sidecar beside the API; needs
                                XRAY_DAEMON_IMAGE (the daemon image, pinned @sha256:...)
   WAF_RATE_LIMIT_PER_5MIN (2000)  requests per client IP per 5 minutes the WAF allows
+
+Functions and operators:
+  STOCK_EVENTS_MAX_CONCURRENCY (5)  stock-events instances (and so database
+                               connections) at most, 2-1000; needs no quota
+  LAMBDA_RESERVED_CONCURRENCY=true|false (false)  also reserve that concurrency
+                               (needs an account quota above 100 plus it)
+  OPERATOR_ACCESS=true|false (false)  ECS Exec on the API tasks, the operator IAM
+                               group and its port forwarding to the database
 USAGE
 }
 
@@ -177,6 +188,9 @@ LAMBDA_TRACING="${LAMBDA_TRACING:-Active}"
 API_TRACING="${API_TRACING:-false}"
 XRAY_DAEMON_IMAGE="${XRAY_DAEMON_IMAGE:-}"
 WAF_RATE_LIMIT_PER_5MIN="${WAF_RATE_LIMIT_PER_5MIN:-2000}"
+STOCK_EVENTS_MAX_CONCURRENCY="${STOCK_EVENTS_MAX_CONCURRENCY:-5}"
+LAMBDA_RESERVED_CONCURRENCY="${LAMBDA_RESERVED_CONCURRENCY:-false}"
+OPERATOR_ACCESS="${OPERATOR_ACCESS:-false}"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 TF_VARS_FILE="$BUILD_DIR/terraform.tfvars.json"
 
@@ -229,6 +243,17 @@ if [[ "$API_TRACING" == true && ! "$XRAY_DAEMON_IMAGE" =~ @sha256:[0-9a-f]{64}$ 
 fi
 [[ "$WAF_RATE_LIMIT_PER_5MIN" =~ ^[0-9]+$ ]] && ((WAF_RATE_LIMIT_PER_5MIN >= 10)) ||
   die "WAF_RATE_LIMIT_PER_5MIN must be a whole number of at least 10, not '$WAF_RATE_LIMIT_PER_5MIN'"
+# The lambda stack's Rules refuse the same; an alarm with no action tells no one.
+if [[ "$ENVIRONMENT" == prod && -z "$ALARM_TOPIC_ARN" ]]; then
+  die "ENVIRONMENT=prod needs ALARM_TOPIC_ARN (an SNS topic someone is subscribed to): the alarms would notify no one"
+fi
+[[ "$STOCK_EVENTS_MAX_CONCURRENCY" =~ ^[0-9]+$ ]] &&
+  ((STOCK_EVENTS_MAX_CONCURRENCY >= 2 && STOCK_EVENTS_MAX_CONCURRENCY <= 1000)) ||
+  die "STOCK_EVENTS_MAX_CONCURRENCY must be 2 to 1000 (the SQS event source's limits), not '$STOCK_EVENTS_MAX_CONCURRENCY'"
+[[ "$LAMBDA_RESERVED_CONCURRENCY" == true || "$LAMBDA_RESERVED_CONCURRENCY" == false ]] ||
+  die "LAMBDA_RESERVED_CONCURRENCY must be true or false, not '$LAMBDA_RESERVED_CONCURRENCY'"
+[[ "$OPERATOR_ACCESS" == true || "$OPERATOR_ACCESS" == false ]] ||
+  die "OPERATOR_ACCESS must be true or false, not '$OPERATOR_ACCESS'"
 
 if ((!DRY_RUN)); then
   for tool in aws docker terraform make git sha256sum base64; do
@@ -248,7 +273,7 @@ deploy_stack() {
   run "${AWS[@]}" cloudformation deploy \
     --stack-name "$PREFIX-$name" \
     --template-file "cfn/$name.yaml" \
-    --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND \
+    --capabilities CAPABILITY_IAM \
     --no-fail-on-empty-changeset \
     --tags "Project=$PROJECT" "Environment=$ENVIRONMENT" \
     --parameter-overrides "ProjectName=$PROJECT" "EnvironmentName=$ENVIRONMENT" "$@"
@@ -315,8 +340,33 @@ if [[ "$MIN_CAPACITY" =~ ^0(\.0)?$ && "$PROXY_ENABLED" == true ]]; then
 fi
 say "database: minimum $MIN_CAPACITY ACUs, RDS Proxy $DB_PROXY; private egress through $PRIVATE_EGRESS"
 
+# A cluster created before RDS managed its master password (and before its fixed
+# identifier) keeps both properties' values: a change to either replaces the
+# cluster, which CloudFormation then refuses. Its generated identifier and the
+# retained secret its user name was read from go back to the aurora stack on
+# every deploy (docs/infrastructure.md, "Upgrading an existing deploy").
+EXISTING_CLUSTER_ID="$(existing_stack_output aurora ClusterIdentifier)"
+OLD_MASTER_SECRET_EXPORT="$(existing_stack_output secrets MasterSecretArn)"
+LEGACY_CLUSTER_IDENTIFIER="" LEGACY_MASTER_SECRET_ARN=""
+if [[ -n "$EXISTING_CLUSTER_ID" && "$EXISTING_CLUSTER_ID" != "$PREFIX" ]]; then
+  LEGACY_CLUSTER_IDENTIFIER="$EXISTING_CLUSTER_ID"
+  LEGACY_MASTER_SECRET_ARN="$(existing_stack_output aurora LegacyMasterSecretArn)"
+  [[ -n "$LEGACY_MASTER_SECRET_ARN" ]] || LEGACY_MASTER_SECRET_ARN="$OLD_MASTER_SECRET_EXPORT"
+  [[ -n "$LEGACY_MASTER_SECRET_ARN" ]] ||
+    die "cluster $EXISTING_CLUSTER_ID predates the RDS-managed master password, and neither the aurora stack (LegacyMasterSecretArn) nor the secrets stack (MasterSecretArn) names the secret its MasterUsername was read from"
+  say "cluster $EXISTING_CLUSTER_ID: keeps its identifier and master user name (from $LEGACY_MASTER_SECRET_ARN)"
+fi
+# The old secrets stack exports the old secret to the aurora and migration
+# stacks, and an export in use cannot be removed: that stack follows them, then.
+DEFER_SECRETS_STACK=false
+[[ -n "$LEGACY_CLUSTER_IDENTIFIER" && -n "$OLD_MASTER_SECRET_EXPORT" ]] && DEFER_SECRETS_STACK=true
+
 # The network stack's flow log group is encrypted with the secrets stack's key.
-deploy_stack secrets "MasterUsername=$MASTER_USERNAME"
+if [[ "$DEFER_SECRETS_STACK" == true ]]; then
+  say "stack $PREFIX-secrets: after the aurora and migration stacks stop importing its MasterSecretArn (step 4)"
+else
+  deploy_stack secrets
+fi
 deploy_stack network \
   "VpcId=$VPC_ID" \
   "VpcCidr=$VPC_CIDR" \
@@ -327,8 +377,12 @@ deploy_stack network \
   "PrivateEgress=$PRIVATE_EGRESS" \
   "PrivateRouteTableIds=$PRIVATE_ROUTE_TABLE_IDS" \
   "S3PrefixListId=$S3_PREFIX_LIST_ID" \
-  "EnableFlowLogs=$ENABLE_FLOW_LOGS"
+  "EnableFlowLogs=$ENABLE_FLOW_LOGS" \
+  "OperatorAccess=$OPERATOR_ACCESS"
 deploy_stack aurora "DatabaseName=$DATABASE_NAME" "IamDbUser=$DB_IAM_USER" \
+  "MasterUsername=$MASTER_USERNAME" \
+  "LegacyMasterSecretArn=$LEGACY_MASTER_SECRET_ARN" \
+  "LegacyClusterIdentifier=$LEGACY_CLUSTER_IDENTIFIER" \
   "MinCapacity=$MIN_CAPACITY" "MaxCapacity=$MAX_CAPACITY" \
   "SecondsUntilAutoPause=$SECONDS_UNTIL_AUTO_PAUSE" "ProxyEnabled=$PROXY_ENABLED"
 deploy_stack ecs-cluster
@@ -337,7 +391,8 @@ deploy_stack ecs-cluster
 
 say "terraform (IAM)"
 CLUSTER_RESOURCE_ID="$(stack_output aurora ClusterResourceId)"
-MASTER_SECRET_ARN="$(stack_output secrets MasterSecretArn)"
+# The RDS-managed secret: the aurora stack, which runs before Terraform, has it.
+MASTER_SECRET_ARN="$(stack_output aurora MasterUserSecretArn)"
 KMS_KEY_ARN="$(stack_output secrets KmsKeyArn)"
 REPOSITORY_ARN="$(stack_output ecs-cluster RepositoryArn)"
 REPOSITORY_URI="$(stack_output ecs-cluster RepositoryUri)"
@@ -347,10 +402,10 @@ ECS_CLUSTER="$(stack_output ecs-cluster ClusterName)"
 # role exists, and its resource id (or empty).
 write_tfvars() {
   local enable_proxy="$1" proxy_resource_id="$2"
-  TF_VARS_JSON="$(printf '{"project": "%s", "environment": "%s", "aws_region": "%s", "cluster_resource_id": "%s", "db_iam_user": "%s", "master_username": "%s", "master_secret_arn": "%s", "kms_key_arn": "%s", "ecr_repository_arn": "%s", "enable_proxy": %s, "proxy_resource_id": "%s"}' \
+  TF_VARS_JSON="$(printf '{"project": "%s", "environment": "%s", "aws_region": "%s", "cluster_resource_id": "%s", "db_iam_user": "%s", "master_username": "%s", "master_secret_arn": "%s", "kms_key_arn": "%s", "ecr_repository_arn": "%s", "enable_operator_access": %s, "enable_proxy": %s, "proxy_resource_id": "%s"}' \
     "$PROJECT" "$ENVIRONMENT" "$AWS_REGION" "$CLUSTER_RESOURCE_ID" "$DB_IAM_USER" \
     "$MASTER_USERNAME" "$MASTER_SECRET_ARN" "$KMS_KEY_ARN" "$REPOSITORY_ARN" \
-    "$enable_proxy" "$proxy_resource_id")"
+    "$OPERATOR_ACCESS" "$enable_proxy" "$proxy_resource_id")"
   trace write "$TF_VARS_FILE" "$TF_VARS_JSON"
   if ((!DRY_RUN)); then
     mkdir -p "$BUILD_DIR"
@@ -434,6 +489,11 @@ fi
 # 4. Migration ----------------------------------------------------------------
 
 deploy_stack migration "ImageUri=$IMAGE_URI" "MigrationExecutionRoleArn=$MIGRATION_EXECUTION_ROLE_ARN"
+# Nothing imports the old secret's export any more: the secrets stack drops it
+# and the old secret (retained, not deleted: docs/infrastructure.md).
+if [[ "$DEFER_SECRETS_STACK" == true ]]; then
+  deploy_stack secrets
+fi
 MIGRATION_TASK_DEFINITION="$(stack_output migration TaskDefinitionArn)"
 PRIVATE_SUBNETS="$(stack_output network PrivateSubnetIds)"
 API_SECURITY_GROUP="$(stack_output network ApiSecurityGroupId)"
@@ -485,7 +545,8 @@ deploy_stack ecs-api \
   "HealthCheckPath=$HEALTH_CHECK_PATH" \
   "RateLimitPer5Min=$WAF_RATE_LIMIT_PER_5MIN" \
   "EnableTracing=$API_TRACING" \
-  "XRayDaemonImage=$XRAY_DAEMON_IMAGE"
+  "XRayDaemonImage=$XRAY_DAEMON_IMAGE" \
+  "OperatorAccess=$OPERATOR_ACCESS"
 
 # 6. Lambda functions ---------------------------------------------------------
 
@@ -536,7 +597,9 @@ deploy_stack lambda \
   "AlarmTopicArn=$ALARM_TOPIC_ARN" \
   "DbProxyEndpoint=$PROXY_ENDPOINT" \
   "DbProxyReaderEndpoint=$PROXY_READER_ENDPOINT" \
-  "Tracing=$LAMBDA_TRACING"
+  "Tracing=$LAMBDA_TRACING" \
+  "StockEventsMaxConcurrency=$STOCK_EVENTS_MAX_CONCURRENCY" \
+  "ReservedConcurrency=$LAMBDA_RESERVED_CONCURRENCY"
 
 # DB_PROXY=off with a proxy left over: the functions use the cluster now, so the
 # proxy can go, and after it its role and the grants through it.

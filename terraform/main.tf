@@ -6,8 +6,9 @@
 # holds rds-db:connect on the cluster, so it is here too (proxy stack parameter
 # ProxyRoleArn). The service roles that touch no database stay in their stacks.
 #
-# Names of the queues and log groups the stacks create are fixed by convention
-# (<project>-<environment>-...), so policies can name them before they exist.
+# Names of the queues, log groups and the ECS cluster the stacks create are fixed
+# by convention (<project>-<environment>-...), so policies can name them before
+# they exist.
 
 data "aws_partition" "current" {}
 data "aws_caller_identity" "current" {}
@@ -28,6 +29,14 @@ locals {
   has_proxy_id            = var.proxy_resource_id != ""
   rds_db_proxy_user_arn   = local.has_proxy_id ? "arn:${local.partition}:rds-db:${local.region}:${local.account}:dbuser:${var.proxy_resource_id}/${var.db_iam_user}" : null
   rds_db_proxy_reader_arn = local.has_proxy_id ? "arn:${local.partition}:rds-db:${local.region}:${local.account}:dbuser:${var.proxy_resource_id}/${var.db_reader_user}" : null
+
+  # Operators (enable_operator_access): their own login, reached by SSM port
+  # forwarding through an API task of the project's ECS cluster.
+  rds_db_operator_arn          = "arn:${local.partition}:rds-db:${local.region}:${local.account}:dbuser:${var.cluster_resource_id}/${var.db_operator_user}"
+  ecs_cluster_arn              = "arn:${local.partition}:ecs:${local.region}:${local.account}:cluster/${local.prefix}"
+  ecs_task_arns                = "arn:${local.partition}:ecs:${local.region}:${local.account}:task/${local.prefix}/*"
+  port_forwarding_document_arn = "arn:${local.partition}:ssm:${local.region}::document/AWS-StartPortForwardingSessionToRemoteHost"
+  exec_log_group_arn           = "arn:${local.partition}:logs:${local.region}:${local.account}:log-group:/ecs/${local.prefix}/exec"
 
   stock_events_queue_arn = "arn:${local.partition}:sqs:${local.region}:${local.account}:${local.prefix}-stock-events"
   report_dlq_arn         = "arn:${local.partition}:sqs:${local.region}:${local.account}:${local.prefix}-report-dlq"
@@ -161,8 +170,81 @@ locals {
       }])
     })
 
-    # The only principal that may read the master secret: ECS injects it into
-    # the migration container as DB_USER / DB_PASSWORD.
+    # Operators, through the group below (only with enable_operator_access):
+    # log in as the operator role, over a port forward through an API task.
+    db_operator = var.enable_operator_access ? jsonencode({
+      Version = "2012-10-17"
+      Statement = [
+        {
+          Sid      = "ConnectAsTheOperatorDatabaseUserOnly"
+          Effect   = "Allow"
+          Action   = "rds-db:connect"
+          Resource = local.rds_db_operator_arn
+        },
+        {
+          # The port-forwarding document and the cluster's tasks, nothing else;
+          # the check makes a session that names no document (a shell) fail.
+          Sid      = "PortForwardThroughTheApiTasksOnly"
+          Effect   = "Allow"
+          Action   = "ssm:StartSession"
+          Resource = [local.ecs_task_arns, local.port_forwarding_document_arn]
+          Condition = {
+            BoolIfExists = { "ssm:SessionDocumentAccessCheck" = "true" }
+          }
+        },
+        {
+          Sid      = "EndOwnSessions"
+          Effect   = "Allow"
+          Action   = ["ssm:TerminateSession", "ssm:ResumeSession"]
+          Resource = "arn:${local.partition}:ssm:${local.region}:${local.account}:session/$${aws:username}-*"
+        },
+        {
+          # The task id and the container's runtime id make the session's target.
+          Sid      = "FindTheApiTasks"
+          Effect   = "Allow"
+          Action   = "ecs:DescribeTasks"
+          Resource = local.ecs_task_arns
+        },
+        {
+          Sid      = "ListTheApiTasks"
+          Effect   = "Allow"
+          Action   = "ecs:ListTasks"
+          Resource = "*" # scoped by the condition: ListTasks names container instances
+          Condition = {
+            ArnEquals = { "ecs:cluster" = local.ecs_cluster_arn }
+          }
+        },
+      ]
+    }) : null
+
+    # The API task role's ECS Exec permissions (only with enable_operator_access):
+    # the SSM agent's session channels, and the session log the cluster names.
+    api_task_operator_access = var.enable_operator_access ? jsonencode({
+      Version = "2012-10-17"
+      Statement = [
+        {
+          Sid      = "OpenEcsExecChannels"
+          Effect   = "Allow"
+          Action   = ["ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel", "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel"]
+          Resource = "*" # the actions have no resource scope
+        },
+        {
+          Sid      = "FindTheSessionLog"
+          Effect   = "Allow"
+          Action   = "logs:DescribeLogGroups"
+          Resource = "*" # the action has no resource scope
+        },
+        {
+          Sid      = "WriteTheSessionLog"
+          Effect   = "Allow"
+          Action   = ["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"]
+          Resource = "${local.exec_log_group_arn}:*"
+        },
+      ]
+    }) : null
+
+    # The only principal that may read the master secret (RDS-managed): ECS
+    # injects it into the migration container as DB_USER / DB_PASSWORD.
     migration_execution = jsonencode({
       Version = "2012-10-17"
       Statement = concat(local.ecr_pull_statements, [
@@ -338,6 +420,14 @@ resource "aws_iam_role_policy_attachment" "api_task_db_connect" {
   policy_arn = aws_iam_policy.db_connect.arn
 }
 
+# ECS Exec, for the operators' port forwarding (enable_operator_access).
+resource "aws_iam_role_policy" "api_task_operator_access" {
+  count  = var.enable_operator_access ? 1 : 0
+  name   = "ecs-exec-for-operators"
+  role   = aws_iam_role.api_task.id
+  policy = local.policy_documents.api_task_operator_access
+}
+
 resource "aws_iam_role" "api_execution" {
   name               = "${local.prefix}-api-execution"
   description        = "ECS agent for the API: pull the image, write logs; no secrets"
@@ -411,4 +501,22 @@ resource "aws_iam_group_policy_attachment" "token_auth_db_connect" {
   count      = var.create_token_auth_user ? 1 : 0
   group      = aws_iam_group.token_auth[0].name
   policy_arn = aws_iam_policy.db_connect.arn
+}
+
+# --- Operators ------------------------------------------------------------------
+# Members (IAM users, added out of band: aws iam add-user-to-group) log in to the
+# database as the operator role through an API task. For SSO, give a permission
+# set the same document (terraform output policy_documents, db_operator).
+
+resource "aws_iam_group" "db_operator" {
+  count = var.enable_operator_access ? 1 : 0
+  name  = "${local.prefix}-db-operator"
+  path  = "/${var.project}/"
+}
+
+resource "aws_iam_group_policy" "db_operator" {
+  count  = var.enable_operator_access ? 1 : 0
+  name   = "operator-database-access"
+  group  = aws_iam_group.db_operator[0].name
+  policy = local.policy_documents.db_operator
 }

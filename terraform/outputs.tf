@@ -18,6 +18,16 @@ output "rds_db_proxy_reader_arn" {
   value       = local.rds_db_proxy_reader_arn
 }
 
+output "rds_db_operator_arn" {
+  description = "The only resource the operator group's rds-db:connect is granted on (granted only with enable_operator_access)."
+  value       = local.rds_db_operator_arn
+}
+
+output "db_operator_group_name" {
+  description = "IAM group of the operators (null unless enable_operator_access)."
+  value       = one(aws_iam_group.db_operator[*].name)
+}
+
 output "rds_proxy_role_arn" {
   description = "proxy stack parameter ProxyRoleArn (null unless enable_proxy)."
   value       = one(aws_iam_role.rds_proxy[*].arn)

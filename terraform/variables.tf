@@ -98,24 +98,49 @@ variable "db_reader_user" {
   }
 }
 
+variable "db_operator_user" {
+  description = "Operators' database login role (migration 0008's DB_IAM_OPERATOR_USER): reads, sees activity, cancels backends; the operator group's rds-db:connect."
+  type        = string
+  default     = "app_operator"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9_]{2,62}$", var.db_operator_user))
+    error_message = "db_operator_user must be a plain PostgreSQL role name (no wildcard)."
+  }
+
+  # An operator logs in as the operator role only: not as the application, the
+  # report or the master user.
+  validation {
+    condition     = !contains([var.db_iam_user, var.db_reader_user, var.master_username, "postgres", "rdsadmin", "rds_superuser"], var.db_operator_user)
+    error_message = "db_operator_user must not be db_iam_user, db_reader_user, the master user or an RDS administrative role."
+  }
+}
+
+variable "enable_operator_access" {
+  description = "Operators' path to the database: the operator group (rds-db:connect as db_operator_user, SSM port forwarding through the API tasks) and the API task role's ECS Exec permissions. With the ecs-api stack's OperatorAccess; the deploy sets both from OPERATOR_ACCESS."
+  type        = bool
+  default     = false
+}
+
 variable "master_username" {
-  description = "Aurora master user name (secrets stack output MasterUsername); never granted an IAM login."
+  description = "Aurora master user name (aurora stack parameter MasterUsername); never granted an IAM login."
   type        = string
   default     = "dbadmin"
 }
 
 variable "master_secret_arn" {
-  description = "Master credentials secret (secrets stack output MasterSecretArn); only the migration execution role may read it."
+  description = "The RDS-managed master secret (aurora stack output MasterUserSecretArn, rds!cluster-...); only the migration execution role may read it."
   type        = string
 
+  # RDS names its secrets rds!cluster-<uuid>: the "!" is part of the name.
   validation {
-    condition     = can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+$", var.master_secret_arn))
+    condition     = can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@!-]+$", var.master_secret_arn))
     error_message = "master_secret_arn must be a full Secrets Manager secret ARN."
   }
 }
 
 variable "kms_key_arn" {
-  description = "Project KMS key (secrets stack output KmsKeyArn): encrypts the master secret and the SQS queues."
+  description = "Project KMS key (secrets stack output KmsKeyArn): encrypts the RDS-managed master secret and the SQS queues."
   type        = string
 
   validation {

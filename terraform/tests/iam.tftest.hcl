@@ -48,9 +48,10 @@ override_resource {
 variables {
   aws_region          = "eu-west-1"
   cluster_resource_id = "cluster-ABCDEFGHIJKLMNOPQRSTUVWXY0"
-  master_secret_arn   = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:dataaccess/dev/aurora-master-AbCdEf"
-  kms_key_arn         = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-  ecr_repository_arn  = "arn:aws:ecr:eu-west-1:111122223333:repository/dataaccess-dev/api"
+  # What RDS names the secret it manages for the cluster (aurora MasterUserSecretArn).
+  master_secret_arn  = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:rds!cluster-0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d-AbCdEf"
+  kms_key_arn        = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+  ecr_repository_arn = "arn:aws:ecr:eu-west-1:111122223333:repository/dataaccess-dev/api"
 }
 
 run "db_connect_is_exactly_one_db_user_on_one_cluster" {
@@ -72,8 +73,8 @@ run "db_connect_is_exactly_one_db_user_on_one_cluster" {
   }
 
   # Any statement that mentions rds-db must be exactly connect on the app
-  # user's ARN (or, in report_db_connect only, the reader's), and nothing may
-  # grant the "*" action.
+  # user's ARN (or, in report_db_connect only, the reader's; in db_operator
+  # only, the operator's), and nothing may grant the "*" action.
   assert {
     condition = alltrue(flatten([
       for name, doc in output.policy_documents : [
@@ -81,7 +82,7 @@ run "db_connect_is_exactly_one_db_user_on_one_cluster" {
           !anytrue([for a in flatten([s.Action]) : a == "*" || a == "rds-db:*"])
           && (
             !anytrue([for a in flatten([s.Action]) : startswith(a, "rds-db:")])
-            || (flatten([s.Action]) == ["rds-db:connect"] && flatten([s.Resource]) == [name == "report_db_connect" ? output.rds_db_reader_arn : output.rds_db_user_arn])
+            || (flatten([s.Action]) == ["rds-db:connect"] && flatten([s.Resource]) == [lookup({ report_db_connect = output.rds_db_reader_arn, db_operator = output.rds_db_operator_arn }, name, output.rds_db_user_arn)])
           )
         )
       ]
@@ -310,6 +311,209 @@ run "without_a_proxy_nothing_names_one" {
     condition     = toset(keys(output.policy_documents)) == toset(["api_execution", "db_connect", "migration_execution", "report", "report_db_connect", "stock_events"])
     error_message = "without a proxy the module creates exactly the six base policies"
   }
+}
+
+# --- Master secret: RDS-managed -----------------------------------------------------
+
+run "master_secret_arn_is_the_rds_managed_secret_and_nothing_wider" {
+  command = plan
+
+  variables {
+    master_secret_arn = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:*"
+  }
+
+  expect_failures = [var.master_secret_arn]
+}
+
+run "migration_reads_exactly_the_rds_managed_secret" {
+  command = apply
+
+  assert {
+    condition = [
+      for s in jsondecode(output.policy_documents.migration_execution).Statement : s.Resource if s.Action == "secretsmanager:GetSecretValue"
+    ] == ["arn:aws:secretsmanager:eu-west-1:111122223333:secret:rds!cluster-0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d-AbCdEf"]
+    error_message = "the migration execution role reads the RDS-managed secret, exactly"
+  }
+}
+
+# --- Operators: their own login, through the API tasks only ------------------------
+
+run "operator_access_is_off_by_default" {
+  command = apply
+
+  assert {
+    condition = (
+      length(aws_iam_group.db_operator) == 0
+      && length(aws_iam_role_policy.api_task_operator_access) == 0
+      && output.db_operator_group_name == null
+      && !strcontains(jsonencode(output.policy_documents), "app_operator")
+      && !strcontains(jsonencode(output.policy_documents), "ssm")
+    )
+    error_message = "without enable_operator_access no operator group, login or ECS Exec permission exists"
+  }
+}
+
+run "operators_connect_as_the_operator_through_the_api_tasks_only" {
+  command = apply
+
+  variables {
+    enable_operator_access = true
+  }
+
+  assert {
+    condition     = output.rds_db_operator_arn == "arn:aws:rds-db:eu-west-1:111122223333:dbuser:cluster-ABCDEFGHIJKLMNOPQRSTUVWXY0/app_operator"
+    error_message = "rds_db_operator_arn is ${output.rds_db_operator_arn}"
+  }
+
+  assert {
+    condition = jsondecode(output.policy_documents.db_operator).Statement == [
+      {
+        Sid      = "ConnectAsTheOperatorDatabaseUserOnly"
+        Effect   = "Allow"
+        Action   = "rds-db:connect"
+        Resource = "arn:aws:rds-db:eu-west-1:111122223333:dbuser:cluster-ABCDEFGHIJKLMNOPQRSTUVWXY0/app_operator"
+      },
+      {
+        Sid      = "PortForwardThroughTheApiTasksOnly"
+        Effect   = "Allow"
+        Action   = "ssm:StartSession"
+        Resource = ["arn:aws:ecs:eu-west-1:111122223333:task/dataaccess-dev/*", "arn:aws:ssm:eu-west-1::document/AWS-StartPortForwardingSessionToRemoteHost"]
+        Condition = {
+          BoolIfExists = { "ssm:SessionDocumentAccessCheck" = "true" }
+        }
+      },
+      {
+        Sid      = "EndOwnSessions"
+        Effect   = "Allow"
+        Action   = ["ssm:TerminateSession", "ssm:ResumeSession"]
+        Resource = "arn:aws:ssm:eu-west-1:111122223333:session/$${aws:username}-*"
+      },
+      {
+        Sid      = "FindTheApiTasks"
+        Effect   = "Allow"
+        Action   = "ecs:DescribeTasks"
+        Resource = "arn:aws:ecs:eu-west-1:111122223333:task/dataaccess-dev/*"
+      },
+      {
+        Sid       = "ListTheApiTasks"
+        Effect    = "Allow"
+        Action    = "ecs:ListTasks"
+        Resource  = "*"
+        Condition = { ArnEquals = { "ecs:cluster" = "arn:aws:ecs:eu-west-1:111122223333:cluster/dataaccess-dev" } }
+      },
+    ]
+    error_message = "the operator group may connect as app_operator and port-forward through the cluster's tasks with that one document, nothing else"
+  }
+
+  assert {
+    condition = (
+      aws_iam_group.db_operator[0].name == "dataaccess-dev-db-operator"
+      && aws_iam_group_policy.db_operator[0].group == aws_iam_group.db_operator[0].name
+      && output.db_operator_group_name == "dataaccess-dev-db-operator"
+    )
+    error_message = "the operator group is <prefix>-db-operator and holds the operator policy"
+  }
+
+  assert {
+    condition = jsondecode(output.policy_documents.api_task_operator_access).Statement == [
+      {
+        Sid      = "OpenEcsExecChannels"
+        Effect   = "Allow"
+        Action   = ["ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel", "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel"]
+        Resource = "*"
+      },
+      {
+        Sid      = "FindTheSessionLog"
+        Effect   = "Allow"
+        Action   = "logs:DescribeLogGroups"
+        Resource = "*"
+      },
+      {
+        Sid      = "WriteTheSessionLog"
+        Effect   = "Allow"
+        Action   = ["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"]
+        Resource = "arn:aws:logs:eu-west-1:111122223333:log-group:/ecs/dataaccess-dev/exec:*"
+      },
+    ]
+    error_message = "the API task role gets exactly ECS Exec's channels and the session log"
+  }
+
+  assert {
+    condition     = aws_iam_role_policy.api_task_operator_access[0].role == aws_iam_role.api_task.id
+    error_message = "the ECS Exec permissions belong to the API task role"
+  }
+
+  # The operator login is the operator group's alone: no role holds it, and the
+  # operator group holds no other database login.
+  assert {
+    condition = (
+      length([for name, doc in output.policy_documents : name if strcontains(doc, "/app_operator")]) == 1
+      && !strcontains(output.policy_documents.db_operator, "/app_iam")
+      && !strcontains(output.policy_documents.db_operator, "/app_reader")
+      && length(output.policy_documents) == 8
+    )
+    error_message = "only db_operator names the operator login, and it names no other"
+  }
+
+  # The shared rds-db rule still holds with the operator policy in the map.
+  assert {
+    condition = alltrue(flatten([
+      for name, doc in output.policy_documents : [
+        for s in jsondecode(doc).Statement : (
+          !anytrue([for a in flatten([s.Action]) : a == "*" || a == "rds-db:*" || a == "ssm:*" || a == "ecs:*"])
+          && (
+            !anytrue([for a in flatten([s.Action]) : startswith(a, "rds-db:")])
+            || (flatten([s.Action]) == ["rds-db:connect"] && flatten([s.Resource]) == [lookup({ report_db_connect = output.rds_db_reader_arn, db_operator = output.rds_db_operator_arn }, name, output.rds_db_user_arn)])
+          )
+        )
+      ]
+    ]))
+    error_message = "a policy grants rds-db beyond connect on its one dbuser ARN, or grants a wildcard action"
+  }
+}
+
+run "operator_user_must_be_its_own_login" {
+  command = plan
+
+  variables {
+    enable_operator_access = true
+    db_operator_user       = "app_iam"
+  }
+
+  expect_failures = [var.db_operator_user]
+}
+
+run "operator_user_must_not_be_the_master_user" {
+  command = plan
+
+  variables {
+    enable_operator_access = true
+    db_operator_user       = "dbadmin"
+  }
+
+  expect_failures = [var.db_operator_user]
+}
+
+run "operator_user_must_not_be_the_reader" {
+  command = plan
+
+  variables {
+    enable_operator_access = true
+    db_operator_user       = "app_reader"
+  }
+
+  expect_failures = [var.db_operator_user]
+}
+
+run "wildcard_operator_user_is_rejected" {
+  command = plan
+
+  variables {
+    enable_operator_access = true
+    db_operator_user       = "*"
+  }
+
+  expect_failures = [var.db_operator_user]
 }
 
 # The deploy's first Terraform pass with DB_PROXY=on: the proxy stack needs the

@@ -21,12 +21,31 @@ DEPLOY = REPO / "scripts" / "deploy.sh"
 ZIP_SHA256 = hashlib.sha256(b"lambda.zip").hexdigest()
 ZIP_CHECKSUM = base64.b64encode(bytes.fromhex(ZIP_SHA256)).decode()
 
+# The secret the secrets stack generated before RDS managed the master password, the
+# identifier CloudFormation generated for a cluster then, and the secret RDS manages.
+OLD_SECRET = (
+    "arn:aws:secretsmanager:eu-west-1:111122223333:secret:dataaccess/dev/aurora-master-AbCdEf"
+)
+OLD_CLUSTER = "dataaccess-dev-aurora-cluster-1a2b3c4d5e6f"
+RDS_SECRET = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:rds!cluster-0a1b2c3d-AbCdEf"
+
 # head-object finds the object only after put-object; it then reports
 # $FAKE_STORED_CHECKSUM (what S3 would have stored). The proxy stack exists once
-# deployed (or when the test creates $FAKE_LOG.proxy), until deleted.
+# deployed (or when the test creates $FAKE_LOG.proxy), until deleted. The cluster
+# is the fixed-name one unless $FAKE_LOG.legacy says it came from the old template;
+# $FAKE_LOG.old-secrets says the secrets stack still exports the old secret, and
+# $FAKE_LOG.upgraded that the aurora stack gives it back (LegacyMasterSecretArn).
 FAKE_AWS = """#!/usr/bin/env bash
 printf 'aws %s\\n' "$*" >>"$FAKE_LOG"
 case "$*" in
+  *"describe-stacks --stack-name dataaccess-dev-aurora "*"=='ClusterIdentifier'"*)
+    if [[ -e "$FAKE_LOG.legacy" ]]; then echo @OLD_CLUSTER@; else echo dataaccess-dev; fi ;;
+  *"describe-stacks --stack-name dataaccess-dev-aurora "*"=='LegacyMasterSecretArn'"*)
+    if [[ -e "$FAKE_LOG.upgraded" ]]; then echo @OLD_SECRET@; else echo None; fi ;;
+  *"describe-stacks --stack-name dataaccess-dev-aurora "*"=='MasterUserSecretArn'"*)
+    echo '@RDS_SECRET@' ;;
+  *"describe-stacks --stack-name dataaccess-dev-secrets "*"=='MasterSecretArn'"*)
+    if [[ -e "$FAKE_LOG.old-secrets" ]]; then echo @OLD_SECRET@; else echo None; fi ;;
   *"ec2 describe-vpcs"*) echo 10.20.0.0/16 ;;
   *"ec2 describe-managed-prefix-lists"*) echo pl-6ea54007 ;;
   *"cloudformation deploy --stack-name dataaccess-dev-proxy "*) touch "$FAKE_LOG.proxy" ;;
@@ -50,6 +69,11 @@ case "$*" in
   *"ecs wait tasks-stopped"*) [[ -z "${FAKE_TASK_NEVER_STOPS:-}" ]] || exit 255 ;;
 esac
 """
+FAKE_AWS = (
+    FAKE_AWS.replace("@OLD_CLUSTER@", OLD_CLUSTER)
+    .replace("@OLD_SECRET@", OLD_SECRET)
+    .replace("@RDS_SECRET@", RDS_SECRET)
+)
 FAKE_TOOL = """#!/usr/bin/env bash
 printf '%s %s\\n' "$(basename "$0")" "$*" >>"$FAKE_LOG"
 case "$(basename "$0") $*" in
@@ -61,6 +85,7 @@ case "$(basename "$0") $*" in
 esac
 """
 TOOLS = ("aws", "docker", "terraform", "make", "sha256sum")
+TOPIC = "arn:aws:sns:eu-west-1:111122223333:dataaccess-prod-alarms"
 
 
 @pytest.fixture
@@ -116,10 +141,10 @@ def dry_run(fake_path) -> list[str]:
 def test_dry_run_runs_every_step_in_order(dry_run):
     order = [
         # The network stack's flow log group takes the secrets stack's key.
-        r"--stack-name dataaccess-dev-secrets ",
-        r"--stack-name dataaccess-dev-network ",
-        r"--stack-name dataaccess-dev-aurora ",
-        r"--stack-name dataaccess-dev-ecs-cluster ",
+        r"deploy --stack-name dataaccess-dev-secrets ",
+        r"deploy --stack-name dataaccess-dev-network ",
+        r"deploy --stack-name dataaccess-dev-aurora ",
+        r"deploy --stack-name dataaccess-dev-ecs-cluster ",
         r"^\+ make tf-apply",
         r"^\+ docker push ",
         r"deploy --stack-name dataaccess-dev-migration ",
@@ -398,7 +423,8 @@ def test_a_migration_that_outlives_the_timeout_is_stopped(fake_path):
 
 def test_terraform_state_key_is_the_environments_own(fake_path):
     env, log = fake_path
-    result = deploy(real_env(env, migration_exit="0") | {"ENVIRONMENT": "prod"})
+    prod = {"ENVIRONMENT": "prod", "ALARM_TOPIC_ARN": TOPIC}
+    result = deploy(real_env(env, migration_exit="0") | prod)
     assert result.returncode == 0, result.stderr
     (init,) = [c for c in log.read_text().splitlines() if c.startswith("make tf-init")]
     assert "TF_STATE_KEY=dataaccess/prod/iam.tfstate" in init
@@ -614,3 +640,156 @@ def test_bad_monitoring_options_are_refused(fake_path, extra, message):
     result = deploy(env | extra, "--dry-run")
     assert result.returncode != 0
     assert message in result.stderr
+
+
+# --- Issue 14: the first real deploy ------------------------------------------------
+
+
+def calls_of(log: Path) -> list[str]:
+    return log.read_text().splitlines()
+
+
+def deployed_with(calls: list[str], stack: str) -> dict[str, str]:
+    line = calls[index_of(calls, rf"cloudformation deploy --stack-name dataaccess-dev-{stack} ")]
+    return overrides(f"+ {line}")
+
+
+def test_terraform_gets_the_rds_managed_secret_from_the_aurora_stack(dry_run):
+    lookup = index_of(
+        dry_run, r"describe-stacks --stack-name dataaccess-dev-aurora .*MasterUserSecretArn"
+    )
+    assert index_of(dry_run, r"deploy --stack-name dataaccess-dev-aurora ") < lookup
+    (tfvars,) = [line for line in dry_run if line.startswith("+ write ")]
+    assert '"master_secret_arn": "<aurora.MasterUserSecretArn>"' in tfvars
+    # The key stack has nothing else to be given; no template expands a transform.
+    assert overrides(stack_line(dry_run, "secrets")) == {
+        "ProjectName": "dataaccess",
+        "EnvironmentName": "dev",
+    }
+    assert all("CAPABILITY_AUTO_EXPAND" not in line for line in dry_run)
+
+
+def test_a_new_cluster_gets_the_fixed_identifier(fake_path):
+    env, log = fake_path
+    result = deploy(real_env(env, migration_exit="0"))
+    assert result.returncode == 0, result.stderr
+    calls = calls_of(log)
+    aurora = deployed_with(calls, "aurora")
+    assert (aurora["LegacyClusterIdentifier"], aurora["LegacyMasterSecretArn"]) == ("", "")
+    assert aurora["MasterUsername"] == "dbadmin"
+    assert f'"master_secret_arn": "{RDS_SECRET}"' in tfvars_passes(calls)[0]
+    assert index_of(calls, r"deploy --stack-name dataaccess-dev-secrets ") < index_of(
+        calls, r"deploy --stack-name dataaccess-dev-network "
+    )
+
+
+def test_upgrading_an_old_cluster_keeps_its_identity_and_drops_the_old_secret_last(fake_path):
+    """A cluster from the old template: a new identifier or MasterUsername text would
+    replace it, and the old secrets stack's export cannot go while imported."""
+    env, log = fake_path
+    Path(f"{env['FAKE_LOG']}.legacy").touch()
+    Path(f"{env['FAKE_LOG']}.old-secrets").touch()
+    result = deploy(real_env(env, migration_exit="0"))
+    assert result.returncode == 0, result.stderr
+    calls = calls_of(log)
+    aurora = deployed_with(calls, "aurora")
+    assert aurora["LegacyClusterIdentifier"] == OLD_CLUSTER
+    assert aurora["LegacyMasterSecretArn"] == OLD_SECRET
+    # The secrets stack follows the aurora and migration stacks, which stop importing
+    # its MasterSecretArn, and comes before the service.
+    secrets = index_of(calls, r"deploy --stack-name dataaccess-dev-secrets ")
+    assert index_of(calls, r"deploy --stack-name dataaccess-dev-migration ") < secrets
+    assert secrets < index_of(calls, r"deploy --stack-name dataaccess-dev-ecs-api ")
+    assert len([c for c in calls if "deploy --stack-name dataaccess-dev-secrets " in c]) == 1
+    assert f'"master_secret_arn": "{RDS_SECRET}"' in tfvars_passes(calls)[0]
+
+
+def test_an_upgraded_cluster_keeps_its_identity_on_every_later_deploy(fake_path):
+    env, log = fake_path
+    Path(f"{env['FAKE_LOG']}.legacy").touch()
+    Path(f"{env['FAKE_LOG']}.upgraded").touch()
+    result = deploy(real_env(env, migration_exit="0"))
+    assert result.returncode == 0, result.stderr
+    calls = calls_of(log)
+    aurora = deployed_with(calls, "aurora")
+    assert (aurora["LegacyClusterIdentifier"], aurora["LegacyMasterSecretArn"]) == (
+        OLD_CLUSTER,
+        OLD_SECRET,
+    )
+    assert index_of(calls, r"deploy --stack-name dataaccess-dev-secrets ") < index_of(
+        calls, r"deploy --stack-name dataaccess-dev-aurora "
+    )
+
+
+def test_an_old_cluster_whose_secret_is_not_found_stops_the_deploy(fake_path):
+    env, log = fake_path
+    Path(f"{env['FAKE_LOG']}.legacy").touch()
+    result = deploy(real_env(env, migration_exit="0"))
+    assert result.returncode != 0
+    assert f"cluster {OLD_CLUSTER} predates the RDS-managed master password" in result.stderr
+    assert " cloudformation deploy " not in log.read_text()
+
+
+@pytest.mark.parametrize("args", [("--dry-run",), ()])
+def test_prod_without_an_alarm_topic_is_refused_before_anything_runs(fake_path, args):
+    env, log = fake_path
+    base = env if args else real_env(env, migration_exit="0")
+    result = deploy(base | {"ENVIRONMENT": "prod"}, *args)
+    assert result.returncode != 0
+    assert "ENVIRONMENT=prod needs ALARM_TOPIC_ARN" in result.stderr
+    assert result.stdout == ""
+    assert log.read_text() == ""
+
+
+def test_prod_with_an_alarm_topic_hands_it_to_the_alarms(fake_path):
+    env, _ = fake_path
+    result = deploy(env | {"ENVIRONMENT": "prod", "ALARM_TOPIC_ARN": TOPIC}, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    line = lines[index_of(lines, r"deploy --stack-name dataaccess-prod-lambda ")]
+    assert overrides(line)["AlarmTopicArn"] == TOPIC
+
+
+def test_functions_are_capped_by_the_event_source_not_by_a_reservation(dry_run, fake_path):
+    lambda_ = overrides(stack_line(dry_run, "lambda"))
+    assert (lambda_["StockEventsMaxConcurrency"], lambda_["ReservedConcurrency"]) == ("5", "false")
+    lines = dry_run_with(
+        fake_path, STOCK_EVENTS_MAX_CONCURRENCY="20", LAMBDA_RESERVED_CONCURRENCY="true"
+    )
+    lambda_ = overrides(stack_line(lines, "lambda"))
+    assert (lambda_["StockEventsMaxConcurrency"], lambda_["ReservedConcurrency"]) == ("20", "true")
+
+
+def test_operator_access_is_off_unless_asked_for_and_reaches_every_part(dry_run, fake_path):
+    assert overrides(stack_line(dry_run, "network"))["OperatorAccess"] == "false"
+    assert overrides(stack_line(dry_run, "ecs-api"))["OperatorAccess"] == "false"
+    (tfvars,) = [line for line in dry_run if line.startswith("+ write ")]
+    assert '"enable_operator_access": false' in tfvars
+    lines = dry_run_with(fake_path, OPERATOR_ACCESS="true")
+    assert overrides(stack_line(lines, "network"))["OperatorAccess"] == "true"
+    assert overrides(stack_line(lines, "ecs-api"))["OperatorAccess"] == "true"
+    (tfvars,) = [line for line in lines if line.startswith("+ write ")]
+    assert '"enable_operator_access": true' in tfvars
+    # The task role's ECS Exec permissions exist before the tasks that use them.
+    apply = index_of(lines, r"^\+ make tf-apply")
+    assert apply < index_of(lines, r"deploy --stack-name dataaccess-dev-ecs-api ")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"STOCK_EVENTS_MAX_CONCURRENCY": "1"}, "STOCK_EVENTS_MAX_CONCURRENCY must be 2 to 1000"),
+        (
+            {"STOCK_EVENTS_MAX_CONCURRENCY": "lots"},
+            "STOCK_EVENTS_MAX_CONCURRENCY must be 2 to 1000",
+        ),
+        ({"LAMBDA_RESERVED_CONCURRENCY": "5"}, "LAMBDA_RESERVED_CONCURRENCY must be true or false"),
+        ({"OPERATOR_ACCESS": "yes"}, "OPERATOR_ACCESS must be true or false"),
+    ],
+)
+def test_bad_function_and_operator_options_are_refused(fake_path, extra, message):
+    env, log = fake_path
+    result = deploy(env | extra, "--dry-run")
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert log.read_text() == ""

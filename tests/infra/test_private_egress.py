@@ -20,7 +20,7 @@ ENDPOINTS = NAT | {
     "PrivateRouteTableIds": ROUTE_TABLES,
 }
 # What something in the private subnets calls: ECS pulls and logs (API, migration),
-# the migration's injected secret and the rotation function, SDK identity, stock
+# the migration's injected secret, SDK identity, stock
 # event producers, X-Ray. Not rds (IAM tokens are signed locally) nor kms.
 INTERFACE_SERVICES = {"secretsmanager", "logs", "ecr.api", "ecr.dkr", "sts", "sqs", "xray"}
 
@@ -106,7 +106,7 @@ def test_endpoint_group_admits_https_from_the_app_groups_only(templates):
         for p in active(resolver, "AWS::EC2::SecurityGroupIngress").values()
         if p["GroupId"] == "<EndpointSecurityGroup>"
     ]
-    # The migration task runs in the API group, the rotation function in the Lambda group.
+    # The migration task runs in the API group.
     assert {p["SourceSecurityGroupId"] for p in ingress} == {
         "<ApiSecurityGroup>",
         "<LambdaSecurityGroup>",

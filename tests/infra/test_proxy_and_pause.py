@@ -69,7 +69,7 @@ def test_target_group_is_the_cluster_with_a_bounded_pool(templates, resolver: Re
     assert imports(cluster, "ClusterIdentifier")
     assert templates["aurora"]["Outputs"]["ClusterIdentifier"]["Value"] == {"Ref": "Cluster"}
     pool = resolver.resolve("proxy", group["ConnectionPoolConfigurationInfo"])
-    # The API, the migration and the rotation function connect directly: the
+    # The API, the migration and operators connect directly: the
     # proxy must leave them room under max_connections.
     assert pool["MaxConnectionsPercent"] <= 75
     assert pool["MaxIdleConnectionsPercent"] <= pool["MaxConnectionsPercent"]

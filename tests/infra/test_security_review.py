@@ -114,18 +114,23 @@ def test_exported_log_group_has_retention_and_the_project_key(templates, resolve
     assert cluster["EnableCloudwatchLogsExports"] == ["postgresql"]
     (name, group) = next(iter(resources(aurora, "AWS::Logs::LogGroup").items()))
     props = group["Properties"]
-    assert props["LogGroupName"] == {"Fn::Sub": "/aws/rds/cluster/${Cluster}/postgresql"}
+    identifier = resolver.resolve("aurora", cluster["DBClusterIdentifier"])
+    assert identifier == "dataaccess-dev"
+    assert resolver.resolve("aurora", props["LogGroupName"]) == (
+        f"/aws/rds/cluster/{identifier}/postgresql"
+    )
     assert props["RetentionInDays"] == {"Ref": "LogRetentionDays"}
     assert resolver.resolve("aurora", props["RetentionInDays"]) == 90
     assert imports(props["KmsKeyId"], "KmsKeyArn")
-    # Created before any instance can produce (and RDS create) the log group.
-    assert aurora["Resources"]["WriterInstance"]["DependsOn"] == name
+    # Created before the cluster can export to (and RDS create) the log group.
+    assert aurora["Resources"]["Cluster"]["DependsOn"] == name
     assert aurora["Resources"]["ReaderInstance"]["DependsOn"] == "WriterInstance"
 
 
 def test_key_policy_lets_cloudwatch_logs_use_the_key_for_the_database_log(templates):
-    """The cluster's identifier is generated (<stack name>-cluster-<suffix>, lower
-    case); the key policy must admit that log group and not every log group."""
+    """The cluster's identifier is <ProjectName>-<EnvironmentName>, or for a cluster
+    created before, generated (<stack name>-cluster-<suffix>, lower case); the key
+    policy must admit that log group and not every log group."""
     key = templates["secrets"]["Resources"]["DataKey"]["Properties"]["KeyPolicy"]
     (logs,) = [
         s
@@ -136,22 +141,22 @@ def test_key_policy_lets_cloudwatch_logs_use_the_key_for_the_database_log(templa
     pattern = logs["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]["Fn::Sub"]
     for project, environment in (("dataaccess", "dev"), ("a" * 21, "staging")):
         stack = f"{project}-{environment}-aurora"
-        cluster_id = f"{stack}-cluster-1a2b3c4d5e6f7"
-        assert len(cluster_id) <= 63  # no truncation of the generated name
-        arn = (
-            f"arn:aws:logs:eu-west-1:111122223333:log-group:"
-            f"/aws/rds/cluster/{cluster_id}/postgresql"
-        )
-        glob = (
-            pattern.replace("${AWS::Partition}", "aws")
-            .replace("${AWS::Region}", "eu-west-1")
-            .replace("${AWS::AccountId}", "111122223333")
-            .replace("${ProjectName}", project)
-            .replace("${EnvironmentName}", environment)
-        )
-        assert fnmatch.fnmatchcase(arn, glob), (arn, glob)
-        other = arn.replace(f"{project}-{environment}", "someone-else")
-        assert not fnmatch.fnmatchcase(other, glob)
+        for cluster_id in (f"{project}-{environment}", f"{stack}-cluster-1a2b3c4d5e6f7"):
+            assert len(cluster_id) <= 63  # no truncation of the generated name
+            arn = (
+                f"arn:aws:logs:eu-west-1:111122223333:log-group:"
+                f"/aws/rds/cluster/{cluster_id}/postgresql"
+            )
+            glob = (
+                pattern.replace("${AWS::Partition}", "aws")
+                .replace("${AWS::Region}", "eu-west-1")
+                .replace("${AWS::AccountId}", "111122223333")
+                .replace("${ProjectName}", project)
+                .replace("${EnvironmentName}", environment)
+            )
+            assert fnmatch.fnmatchcase(arn, glob), (arn, glob)
+            other = arn.replace(f"{project}-{environment}", "someone-else")
+            assert not fnmatch.fnmatchcase(other, glob)
 
 
 # --- 3. Supply chain ----------------------------------------------------------------

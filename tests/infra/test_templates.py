@@ -14,6 +14,12 @@ def resources(template: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]
     return {k: v for k, v in template["Resources"].items() if v["Type"] == type_}
 
 
+# The secret the secrets stack generated before RDS managed the master password.
+OLD_SECRET = (
+    "arn:aws:secretsmanager:eu-west-1:111122223333:secret:dataaccess/dev/aurora-master-AbCdEf"
+)
+
+
 def only(template: dict[str, Any], type_: str) -> dict[str, Any]:
     (found,) = resources(template, type_).values()
     return found
@@ -126,28 +132,48 @@ def test_database_admits_5432_only_from_the_api_lambda_and_proxy_groups(template
 # --- Secrets --------------------------------------------------------------------
 
 
-def test_master_secret_is_generated_encrypted_attached_and_rotated(templates):
-    secret = only(templates["secrets"], "AWS::SecretsManager::Secret")["Properties"]
-    assert secret["KmsKeyId"] == {"Ref": "DataKey"}
-    generated = secret["GenerateSecretString"]
-    assert generated["GenerateStringKey"] == "password"
-    assert "SecretString" not in secret
-    aurora = templates["aurora"]
-    attachment = only(aurora, "AWS::SecretsManager::SecretTargetAttachment")["Properties"]
-    assert imports(attachment["SecretId"], "MasterSecretArn")
-    assert attachment["TargetId"] == {"Ref": "Cluster"}
-    rotation = only(aurora, "AWS::SecretsManager::RotationSchedule")["Properties"]
-    assert rotation["SecretId"] == {"Ref": "MasterSecretAttachment"}
-    assert rotation["HostedRotationLambda"]["RotationType"] == "PostgreSQLSingleUser"
-    assert imports(rotation["HostedRotationLambda"]["KmsKeyArn"], "KmsKeyArn")
-
-
-def test_cluster_credentials_come_only_from_the_secret(templates):
+def test_master_password_is_rds_managed_and_encrypted_with_the_project_key(templates, resolver):
     cluster = only(templates["aurora"], "AWS::RDS::DBCluster")["Properties"]
-    for key in ("MasterUsername", "MasterUserPassword"):
-        text, variables = cluster[key]["Fn::Sub"]
-        assert text.startswith("{{resolve:secretsmanager:${SecretArn}:SecretString:")
-        assert imports(variables["SecretArn"], "MasterSecretArn")
+    assert cluster["ManageMasterUserPassword"] is True
+    assert imports(cluster["MasterUserSecret"]["KmsKeyId"], "KmsKeyArn")
+    assert "MasterUserPassword" not in cluster
+    # No stack creates, attaches or rotates a secret of its own any more.
+    for template in templates.values():
+        for type_ in (
+            "AWS::SecretsManager::Secret",
+            "AWS::SecretsManager::SecretTargetAttachment",
+            "AWS::SecretsManager::RotationSchedule",
+        ):
+            assert not resources(template, type_), type_
+    output = templates["aurora"]["Outputs"]["MasterUserSecretArn"]
+    assert output["Value"] == {"Fn::GetAtt": ["Cluster", "MasterUserSecret.SecretArn"]}
+    assert "MasterUserSecretArn" in resolver.resolve("aurora", output["Export"]["Name"])
+
+
+def test_cluster_master_user_is_a_parameter_or_an_old_clusters_own(templates, resolver):
+    props = resolver.resolve(
+        "aurora", only(templates["aurora"], "AWS::RDS::DBCluster")["Properties"]
+    )
+    assert props["MasterUsername"] == "dbadmin"
+    legacy = Resolver(
+        templates,
+        {
+            "aurora": {
+                "LegacyClusterIdentifier": "dataaccess-dev-aurora-cluster-1a2b3c4d5e6f",
+                "LegacyMasterSecretArn": OLD_SECRET,
+            }
+        },
+    )
+    cluster = legacy.resolve(
+        "aurora", only(templates["aurora"], "AWS::RDS::DBCluster")["Properties"]
+    )
+    # Exactly the text the old template resolved to: a changed MasterUsername
+    # replaces the cluster.
+    assert (
+        cluster["MasterUsername"]
+        == f"{{{{resolve:secretsmanager:{OLD_SECRET}:SecretString:username}}}}"
+    )
+    assert "DBClusterIdentifier" not in cluster
 
 
 # --- ECS ------------------------------------------------------------------------
@@ -217,7 +243,7 @@ def test_api_scales_on_cpu(templates):
     assert target["ScalableDimension"] == "ecs:service:DesiredCount"
 
 
-def test_migration_task_runs_alembic_with_the_injected_master_secret(templates, resolver):
+def test_migration_task_runs_alembic_with_the_injected_rds_managed_secret(templates, resolver):
     migration = templates["migration"]
     task = only(migration, "AWS::ECS::TaskDefinition")["Properties"]
     assert task["ExecutionRoleArn"] == {"Ref": "MigrationExecutionRoleArn"}
@@ -233,7 +259,8 @@ def test_migration_task_runs_alembic_with_the_injected_master_secret(templates, 
     for name, field in (("DB_USER", "username"), ("DB_PASSWORD", "password")):
         text, variables = secrets[name]
         assert text == f"${{SecretArn}}:{field}::"
-        assert imports(variables["SecretArn"], "MasterSecretArn")
+        # The RDS-managed secret has exactly these two keys, username and password.
+        assert imports(variables["SecretArn"], "MasterUserSecretArn")
     env = {e["Name"]: e["Value"] for e in container["Environment"]}
     assert env["DB_AUTH"] == "password"
     assert imports(env["DB_IAM_USER"], "IamDbUser")
@@ -271,8 +298,8 @@ def test_functions_run_in_the_vpc_on_a_current_python(templates, resolver, funct
     assert [
         imports(g, "LambdaSecurityGroupId") for g in props["VpcConfig"]["SecurityGroupIds"]
     ] == [True]
-    concurrency = props["ReservedConcurrentExecutions"]
-    assert concurrency["Ref"] in template["Parameters"]
+    # Unreserved unless ReservedConcurrency asks: a new account has no quota to reserve.
+    assert "ReservedConcurrentExecutions" not in resolver.resolve("lambda", props)
     log_group = template["Resources"][props["LoggingConfig"]["LogGroup"]["Ref"]]["Properties"]
     assert log_group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
     name = resolver.resolve("lambda", props["FunctionName"])

@@ -2,6 +2,8 @@
 
 import datetime as dt
 import secrets
+import threading
+import time
 from dataclasses import replace
 
 import psycopg
@@ -480,3 +482,236 @@ def test_0006_refuses_a_reader_that_is_the_app_role_or_not_a_plain_name(own_data
     migrate_with_reader(engine, command.upgrade, "0005", reader)
     with pytest.raises(ValueError, match="DB_IAM_READER_USER"):
         migrate_with_reader(engine, command.upgrade, "0006", reader)
+
+
+# --- The operators' role (0008) --------------------------------------------------
+
+OPERATOR_ROLE = "app_operator"
+# Every table at 0008: the operator reads them all, and writes none.
+OPERATOR_READS = [f"SELECT count(*) FROM {table}" for table in WRITES]
+OPERATOR_REFUSED = [statement for statements in WRITES.values() for statement in statements] + [
+    "TRUNCATE products",
+    "SELECT nextval('orders_id_seq')",
+    "SELECT id FROM products FOR UPDATE",
+    "CREATE TABLE sneaky (id int)",
+    "CREATE SCHEMA sneaky",
+    "CREATE FUNCTION sneaky() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+    "CREATE ROLE sneaky",
+    "ALTER ROLE app_iam PASSWORD 'x'",
+    "ALTER TABLE products ADD COLUMN sneaky int",
+    # TEMPORARY is a database privilege, which the template copies do not keep:
+    # checked on a migrated database of its own below.
+]
+
+
+def login_as(pg_cluster, dbname, user, password):
+    """psycopg connect() arguments for `dbname` as `user`, in autocommit."""
+    return {
+        "host": pg_cluster.host,
+        "port": pg_cluster.port,
+        "user": user,
+        "password": password,
+        "dbname": dbname,
+        "autocommit": True,
+    }
+
+
+@pytest.fixture
+def operator_login(admin, pg_cluster, postgresql):
+    """psycopg connect() arguments for this test's database as the operator role."""
+    password = secrets.token_urlsafe(16)
+    admin.execute(f"ALTER ROLE {OPERATOR_ROLE} PASSWORD '{password}'")
+    return login_as(pg_cluster, postgresql.info.dbname, OPERATOR_ROLE, password)
+
+
+@pytest.fixture
+def app_login(app_settings, pg_cluster):
+    """psycopg connect() arguments for this test's database as the application role."""
+    return login_as(pg_cluster, app_settings.name, APP_ROLE, app_settings.password)
+
+
+def test_operator_role_is_an_rds_iam_login_that_owns_and_administers_nothing(admin):
+    row = admin.execute(
+        "SELECT rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolbypassrls, rolreplication, "
+        "pg_has_role(%(r)s, 'rds_iam', 'MEMBER'), "
+        "pg_has_role(%(r)s, 'pg_read_all_stats', 'MEMBER'), "
+        "pg_has_role(%(r)s, 'pg_signal_backend', 'MEMBER'), "
+        "pg_has_role(%(r)s, 'pg_monitor', 'MEMBER'), "
+        "pg_has_role(%(r)s, 'pg_stat_scan_tables', 'MEMBER'), "
+        "pg_has_role(%(r)s, 'pg_write_all_data', 'MEMBER'), "
+        "pg_has_role(%(r)s, %(app)s, 'MEMBER'), pg_has_role(%(r)s, %(reader)s, 'MEMBER') "
+        "FROM pg_roles WHERE rolname = %(r)s",
+        {"r": OPERATOR_ROLE, "app": APP_ROLE, "reader": READER_ROLE},
+    ).fetchone()
+    assert row == (True, False, False, False, False, False, True, True, True) + (False,) * 5
+    owned = admin.execute(
+        "SELECT (SELECT count(*) FROM pg_class WHERE relowner = %(r)s::regrole) "
+        "+ (SELECT count(*) FROM pg_namespace WHERE nspowner = %(r)s::regrole) "
+        "+ (SELECT count(*) FROM pg_proc WHERE proowner = %(r)s::regrole) "
+        "+ (SELECT count(*) FROM pg_type WHERE typowner = %(r)s::regrole)",
+        {"r": OPERATOR_ROLE},
+    ).fetchone()
+    assert owned == (0,)
+    schema = admin.execute(
+        "SELECT has_schema_privilege(%(r)s, 'public', 'USAGE'), "
+        "has_schema_privilege(%(r)s, 'public', 'CREATE')",
+        {"r": OPERATOR_ROLE},
+    ).fetchone()
+    assert schema == (True, False)
+
+
+def test_operator_role_holds_select_on_every_table_and_nothing_else(admin):
+    grants = admin.execute(
+        "SELECT c.relname, a.privilege_type FROM pg_class c, aclexplode(c.relacl) a "
+        "WHERE c.relnamespace = 'public'::regnamespace AND a.grantee = %s::regrole",
+        [OPERATOR_ROLE],
+    ).fetchall()
+    assert set(grants) == {(table, "SELECT") for table in WRITES}
+    for query in (
+        "SELECT count(*) FROM pg_attribute t, aclexplode(t.attacl) a WHERE a.grantee = %s::regrole",
+        "SELECT count(*) FROM pg_default_acl d, aclexplode(d.defaclacl) a "
+        "WHERE a.grantee = %s::regrole",
+    ):
+        assert admin.execute(query, [OPERATOR_ROLE]).fetchone() == (0,)
+
+
+@pytest.mark.parametrize("statement", OPERATOR_READS)
+def test_operator_role_reads_every_table(operator_login, statement):
+    with psycopg.connect(**operator_login) as conn:
+        assert conn.execute(statement).fetchone()[0] >= 0
+
+
+@pytest.mark.parametrize("statement", OPERATOR_REFUSED)
+def test_operator_role_writes_nothing_and_creates_nothing(operator_login, statement):
+    assert refused(operator_login, statement) == "42501"
+    assert refused(operator_login, statement, begin="BEGIN READ WRITE") == "42501"
+
+
+def wait_until_active(conn, pid, marker, timeout=10.0):
+    """The pg_stat_activity row of `pid` once it runs the statement holding `marker`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = conn.execute(
+            "SELECT usename, state, query FROM pg_stat_activity WHERE pid = %s", [pid]
+        ).fetchone()
+        if row is not None and row[1] == "active" and marker in row[2]:
+            return row
+        time.sleep(0.05)
+    raise AssertionError(f"backend {pid} never showed {marker!r}: {row}")
+
+
+def test_operator_sees_the_applications_statement_and_cancels_it(
+    app_login, operator_login, reader_login
+):
+    marker = f"operator_probe_{secrets.token_hex(4)}"
+    failures: list[BaseException] = []
+    with psycopg.connect(**app_login) as app:
+        pid = app.info.backend_pid
+
+        def run() -> None:
+            try:
+                app.execute(f"SELECT pg_sleep(60) AS {marker}")
+            except psycopg.Error as error:
+                failures.append(error)
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        try:
+            with psycopg.connect(**operator_login) as operator:
+                user, _, query = wait_until_active(operator, pid, marker)
+                assert user == APP_ROLE
+                assert marker in query
+                # Without pg_read_all_stats a role sees that the session exists, not what it runs.
+                with psycopg.connect(**reader_login) as reader:
+                    (hidden,) = reader.execute(
+                        "SELECT query FROM pg_stat_activity WHERE pid = %s", [pid]
+                    ).fetchone()
+                    assert hidden == "<insufficient privilege>"
+                assert operator.execute("SELECT pg_cancel_backend(%s)", [pid]).fetchone() == (True,)
+        finally:
+            worker.join(timeout=20)
+    assert not worker.is_alive()
+    assert [type(f) for f in failures] == [psycopg.errors.QueryCanceled]
+
+
+def test_operator_terminates_an_application_session(app_login, operator_login):
+    with psycopg.connect(**app_login) as app, psycopg.connect(**operator_login) as operator:
+        pid = app.info.backend_pid
+        assert operator.execute("SELECT pg_terminate_backend(%s, 5000)", [pid]).fetchone() == (
+            True,
+        )
+        with pytest.raises(psycopg.OperationalError):
+            app.execute("SELECT 1")
+
+
+def test_operator_cannot_signal_a_superusers_backend(admin, operator_login):
+    with psycopg.connect(**operator_login) as operator:
+        for signal in ("pg_cancel_backend", "pg_terminate_backend"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                operator.execute(f"SELECT {signal}(%s)", [admin.info.backend_pid])
+    assert admin.execute("SELECT 1").fetchone() == (1,)
+
+
+def migrate_with_operator(engine, action, revision, operator):
+    with engine.begin() as conn:
+        config = alembic_config(conn, iam_user=APP_ROLE)
+        config.attributes["iam_operator_user"] = operator
+        action(config, revision)
+
+
+def test_0008_downgrades_to_exactly_what_0007_left(admin, pg_cluster, own_database):
+    name, engine = own_database
+    operator = f"operator_{secrets.token_hex(4)}"
+    migrate_with_operator(engine, command.upgrade, "0007", operator)
+    before = snapshot(engine)
+    migrate_with_operator(engine, command.upgrade, "0008", operator)
+    added = snapshot(engine) - before
+    assert {(r[0], r[1], r[5]) for r in added} == {
+        ("database", "", "CONNECT"),
+        ("schema", "public", "USAGE"),
+        *{("table", table, "SELECT") for table in WRITES},
+    }
+    assert all(r[4] == operator for r in added), added
+
+    # PUBLIC has no CONNECT or TEMPORARY here (0003, 0005): the operator logs in by
+    # its own grant, reads, and makes no temporary objects either.
+    admin.execute(f"ALTER ROLE \"{operator}\" PASSWORD 'operator-check'")
+    with psycopg.connect(**login_as(pg_cluster, name, operator, "operator-check")) as conn:
+        assert conn.execute("SELECT count(*) FROM customers").fetchone() == (0,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CREATE TEMP TABLE sneaky (id int)")
+
+    migrate_with_operator(engine, command.downgrade, "0007", operator)
+    assert snapshot(engine) == before
+    # Nothing else depended on this operator: the role, and its memberships, went too.
+    assert admin.execute(
+        "SELECT count(*) FROM pg_roles WHERE rolname = %s", [operator]
+    ).fetchone() == (0,)
+
+
+def test_0008_downgrade_keeps_an_operator_that_another_database_still_uses(admin, own_database):
+    # The default operator holds grants in the tests' template database as well.
+    _, engine = own_database
+    migrate_with_operator(engine, command.upgrade, "head", OPERATOR_ROLE)
+    migrate_with_operator(engine, command.downgrade, "0007", OPERATOR_ROLE)
+    with engine.connect() as conn:
+        assert not conn.scalar(
+            sa.text("SELECT has_database_privilege(:r, current_database(), 'CONNECT')"),
+            {"r": OPERATOR_ROLE},
+        )
+    kept = admin.execute(
+        "SELECT pg_has_role(%(r)s, 'pg_signal_backend', 'MEMBER') FROM pg_roles "
+        "WHERE rolname = %(r)s",
+        {"r": OPERATOR_ROLE},
+    ).fetchall()
+    assert kept == [(True,)]
+
+
+@pytest.mark.parametrize(
+    "operator", [APP_ROLE, READER_ROLE, "app-operator; DROP ROLE x", "1operator"]
+)
+def test_0008_refuses_an_operator_that_is_another_login_or_not_a_plain_name(own_database, operator):
+    _, engine = own_database
+    migrate_with_operator(engine, command.upgrade, "0007", operator)
+    with pytest.raises(ValueError, match="DB_IAM_OPERATOR_USER"):
+        migrate_with_operator(engine, command.upgrade, "0008", operator)
