@@ -91,6 +91,8 @@ cd "$ROOT"
 exec 3>&1
 
 say() { printf '==> %s\n' "$*" >&3; }
+# What happened, or under --dry-run what would have: a dry run reports no outcome.
+outcome() { if ((DRY_RUN)); then say "$1"; else say "$2"; fi; }
 die() { printf 'deploy: %s\n' "$*" >&2; exit 1; }
 
 # Print a command as a shell would read it; <placeholders> stay readable.
@@ -528,7 +530,7 @@ MIGRATION_EXIT="$(capture 0 "${AWS[@]}" ecs describe-tasks \
 if [[ "$MIGRATION_EXIT" != "0" ]]; then
   die "migration failed (exit code $MIGRATION_EXIT); see log group /ecs/$PREFIX/migration. The service was not updated."
 fi
-say "migration succeeded"
+outcome "would wait for the migration task, and stop here unless it exits 0" "migration succeeded"
 
 # 5. API service --------------------------------------------------------------
 
@@ -586,7 +588,8 @@ else
   uploaded="$(remote_checksum)"
   [[ "$uploaded" == "$ZIP_CHECKSUM" ]] ||
     die "s3://$ARTIFACT_BUCKET/$CODE_KEY has SHA-256 '$uploaded', not $ZIP_CHECKSUM of build/lambda.zip"
-  say "s3://$ARTIFACT_BUCKET/$CODE_KEY uploaded (SHA-256 verified)"
+  outcome "would upload s3://$ARTIFACT_BUCKET/$CODE_KEY and stop unless S3 reports its SHA-256" \
+    "s3://$ARTIFACT_BUCKET/$CODE_KEY uploaded (SHA-256 verified)"
 fi
 
 deploy_stack lambda \
@@ -616,4 +619,5 @@ deploy_stack dashboard \
   "LoadBalancerFullName=$(stack_output ecs-api LoadBalancerFullName)" \
   "DbClusterIdentifier=$(stack_output aurora ClusterIdentifier)"
 
-say "deployed $PREFIX at $IMAGE_TAG"
+outcome "dry run: nothing was deployed; the commands above are what a deploy of $PREFIX at $IMAGE_TAG would run" \
+  "deployed $PREFIX at $IMAGE_TAG"

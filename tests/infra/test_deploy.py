@@ -793,3 +793,20 @@ def test_bad_function_and_operator_options_are_refused(fake_path, extra, message
     assert result.returncode != 0
     assert message in result.stderr
     assert log.read_text() == ""
+
+
+def test_a_dry_run_says_what_would_happen_not_what_did(dry_run):
+    text = "\n".join(dry_run)
+    assert "migration succeeded" not in text
+    assert "uploaded (SHA-256 verified)" not in text
+    assert not any(line.startswith("==> deployed") for line in dry_run)
+    assert dry_run[-1].startswith("==> dry run: nothing was deployed")
+    assert "==> would wait for the migration task" in text
+
+
+def test_a_real_run_reports_what_happened(fake_path):
+    env, _ = fake_path
+    result = deploy(real_env(env, migration_exit="0"))
+    assert result.returncode == 0, result.stderr
+    assert "==> migration succeeded" in result.stdout
+    assert result.stdout.splitlines()[-1] == "==> deployed dataaccess-dev at abc123"
