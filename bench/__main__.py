@@ -17,7 +17,15 @@ from pathlib import Path
 
 from scripts.localpg import LocalPostgres, free_port, usable_root
 
-from . import b1_point_read, b2_place_order, b3_ingest, b4_connect, b5_api, b6_lambda
+from . import (
+    b1_point_read,
+    b2_place_order,
+    b3_ingest,
+    b4_connect,
+    b5_api,
+    b6_lambda,
+    b7_cold_start,
+)
 from .harness import BenchDB, Row, Sizes, bench_database
 from .report import render
 
@@ -29,6 +37,7 @@ WORKLOADS: dict[str, Callable[[BenchDB, Sizes], Row]] = {
     "B4": b4_connect.run,
     "B5": b5_api.run,
     "B6": b6_lambda.run,
+    "B7": b7_cold_start.run,
 }
 
 

@@ -30,7 +30,7 @@ WORKERS, THREADS, CONNECTIONS = 2, 4, 8
 
 @functools.cache
 def issuer() -> LocalIssuer:
-    """A local token issuer: our API checks a bearer token on every request (issue 17).
+    """A local token issuer: our API checks a bearer token on every request.
 
     Both sides get the same header; the baseline ignores it, so the token check is
     part of what ours costs.

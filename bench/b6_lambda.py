@@ -11,7 +11,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import boto3
@@ -19,6 +18,7 @@ from moto import mock_aws
 
 from dataaccess.ingest import ingest_stock_events
 from scripts.invoke_local import LocalContext
+from scripts.lambda_loader import LAMBDA_DIR, load_handler
 
 from .harness import PRODUCTS, BenchDB, Row, Sizes, alternate, median, rng, sku, timed
 
@@ -83,15 +83,6 @@ def lambda_environment(bdb: BenchDB, secret_id: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def load_module(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 _IMPORT = """
 import sys, time
 sys.path[:0] = {paths!r}
@@ -126,10 +117,10 @@ def run(bdb: BenchDB, sizes: Sizes) -> Row:
             SecretString=json.dumps({"username": "bench_app", "password": bdb.app_password}),
         )
         with lambda_environment(bdb, secret_id):
-            ours_mod = load_module("bench_ours_handler", REPO / "lambda" / "handler.py")
-            base_mod = load_module(
-                "bench_common_lambda", Path(__file__).with_name("common_lambda.py")
-            )
+            ours_mod = load_handler("bench_ours_handler")
+            # Imported afresh: its module-scope client is created under this run's moto.
+            sys.modules.pop("bench.common_lambda", None)
+            base_mod = importlib.import_module("bench.common_lambda")
             ours_events = [sqs_event(f"ours-{i}", RECORDS) for i in range(sizes.invocations * 3)]
             base_events = [sqs_event(f"base-{i}", RECORDS) for i in range(sizes.invocations * 3)]
 
@@ -177,7 +168,8 @@ def run(bdb: BenchDB, sizes: Sizes) -> Row:
                 database = ours_mod.set_database(None)
                 if database is not None:
                     database.dispose()
-    ours_import = cold_import("handler", [str(REPO / "lambda"), str(REPO)], sizes.imports)
+                sys.modules.pop(ours_mod.__name__, None)
+    ours_import = cold_import("handler", [str(LAMBDA_DIR), str(REPO)], sizes.imports)
     base_import = cold_import("bench.common_lambda", [str(REPO)], sizes.imports)
     ours_ms, base_ms = median(ours) * 1e3, median(base) * 1e3
     batch_ms = median(batch) * 1e3

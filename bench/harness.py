@@ -42,6 +42,7 @@ class Sizes:
     invocations: int = 200  # B6
     rounds: int = 5
     imports: int = 5  # B6 cold imports, per module
+    cold_starts: int = 30  # B7 fresh interpreters, per side
 
     @classmethod
     def smoke(cls) -> Sizes:
@@ -54,6 +55,7 @@ class Sizes:
             invocations=10,
             rounds=2,
             imports=1,
+            cold_starts=2,
         )
 
 

@@ -105,7 +105,7 @@ HISTORY = {
         "freezes each worker's loaded objects for the garbage collector (`gc.freeze()`, "
         "on both sides). With all of these, seven runs on this machine measured 0.75 to "
         "0.83 (median 0.79): at the goal's edge, and below it as often as not. Since "
-        "then (issue 17) our API verifies an RS256 bearer token on every request and "
+        "then our API verifies an RS256 bearer token on every request and "
         "the baseline verifies none, and gunicorn's worker buffers each request in its "
         "event loop before a thread takes it: both are costs the baseline does not pay",
     ),

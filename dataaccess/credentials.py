@@ -12,9 +12,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-import boto3
+# botocore, not boto3: boto3 adds nothing these two calls need, and its import (with
+# s3transfer) costs a Lambda cold start ~15 ms more (docs/lambda.md, "Cold start").
+import botocore.session
+from botocore.model import ServiceId
+from botocore.signers import RequestSigner, generate_db_auth_token
 
 from . import metrics
 
@@ -54,6 +58,10 @@ class CredentialProvider(Protocol):
         """Forget the cached credential: the server refused it."""
         ...
 
+    def reset(self) -> None:
+        """Forget the cached credential and whatever fetched it (a restored snapshot)."""
+        ...
+
     @property
     def rotates(self) -> bool:
         """True when a refused fresh value may be accepted soon (a rotation in progress)."""
@@ -72,11 +80,45 @@ class StaticPasswordProvider:
     def invalidate(self) -> None:
         """Nothing to refresh: a static password is what it is."""
 
+    def reset(self) -> None:
+        """Nothing cached but the password itself."""
+
     rotates = False
 
 
+class RdsTokenSigner:
+    """Signs RDS IAM tokens as an RDS client's `generate_db_auth_token` does, without the client.
+
+    That method only presigns a URL with the client's request signer. Building a client
+    loads the RDS API model (190 KB of gzipped JSON) for nothing else: 45 ms of a cold
+    start. So this holds the same signer (same credentials chain, same SigV4 signing)
+    and lends itself to botocore's own function.
+    """
+
+    def __init__(self, session: botocore.session.Session, region: str) -> None:
+        self._session = session  # owns the event emitter the signer holds weakly
+        self._request_signer = RequestSigner(
+            ServiceId("RDS"),
+            region,
+            "rds",
+            "v4",
+            # None without credentials: then signing raises NoCredentialsError, as the
+            # client's signer does.
+            session.get_credentials(),  # type: ignore[arg-type]
+            session.get_component("event_emitter"),
+        )
+
+    def generate_db_auth_token(
+        self, DBHostname: str, Port: int, DBUsername: str, Region: str | None = None
+    ) -> str:
+        token: str = generate_db_auth_token(
+            self, DBHostname=DBHostname, Port=Port, DBUsername=DBUsername, Region=Region
+        )
+        return token
+
+
 class IamTokenProvider:
-    """RDS IAM authentication tokens, minted with boto3 and reused until near expiry.
+    """RDS IAM authentication tokens, minted with botocore and reused until near expiry.
 
     A token dies at the earlier of 15 minutes after signing and the expiry of the
     temporary AWS credentials that signed it (an ECS task role's, an assumed
@@ -93,7 +135,7 @@ class IamTokenProvider:
         port: int,
         user: str,
         region: str,
-        client: RDSClient | None = None,
+        client: RDSClient | RdsTokenSigner | None = None,
         credential_expiry: Callable[[], float | None] | None = None,
         clock: Clock = time.time,
         lifetime: float = IAM_TOKEN_LIFETIME,
@@ -101,7 +143,7 @@ class IamTokenProvider:
     ) -> None:
         self.host, self.port, self.user, self.region = host, port, user, region
         self._client = client
-        self._session: boto3.session.Session | None = None
+        self._session: botocore.session.Session | None = None
         self._credential_expiry = credential_expiry or self._session_credential_expiry
         self._clock = clock
         self._lifetime = lifetime
@@ -133,12 +175,20 @@ class IamTokenProvider:
         with self._lock:
             self._token = None
 
-    def _rds(self) -> RDSClient:
-        # Created lazily: building a boto3 client costs tens of milliseconds of
-        # cold start, and a Lambda that never connects should not pay it.
+    def reset(self) -> None:
+        """Forget the token and the AWS session that signed it (a SnapStart restore: the
+        snapshot's credentials and token must not sign or log in a restored copy)."""
+        with self._lock:
+            self._token = None
+            self._reuse_until = 0.0
+            if self._session is not None:  # ours, not a client the caller passed
+                self._client = self._session = None
+
+    def _rds(self) -> RDSClient | RdsTokenSigner:
+        # Created lazily: a Lambda that never connects resolves no AWS credentials.
         if self._client is None:
-            self._session = boto3.session.Session(region_name=self.region)
-            self._client = self._session.client("rds")
+            self._session = _aws_session(self.region)
+            self._client = RdsTokenSigner(self._session, self.region)
         return self._client
 
     def _session_credential_expiry(self) -> float | None:
@@ -149,13 +199,21 @@ class IamTokenProvider:
         `_expiry_time`, which has no public accessor. Static keys, and Lambda's
         environment credentials, carry none: the token's 15 minutes bound it.
         """
-        session = self._session or boto3.session.Session(region_name=self.region)
+        session = self._session or _aws_session(self.region)
         credentials = session.get_credentials()
         if credentials is None:
             return None
         credentials.get_frozen_credentials()  # refreshes when near expiry
         expiry = getattr(credentials, "_expiry_time", None)
         return expiry.timestamp() if expiry is not None else None
+
+
+def _aws_session(region: str) -> botocore.session.Session:
+    """A botocore session in `region`, as `boto3.session.Session(region_name=region)` makes one
+    (the region matters to credential providers that call STS, e.g. an assumed role)."""
+    session = botocore.session.get_session()
+    session.set_config_variable("region", region)
+    return session
 
 
 class SecretsManagerProvider:
@@ -176,6 +234,7 @@ class SecretsManagerProvider:
     ) -> None:
         self.secret_id, self.region = secret_id, region
         self._client = client
+        self._own_client = client is None
         self._ttl = ttl
         self._clock = clock
         self._lock = threading.Lock()
@@ -196,9 +255,21 @@ class SecretsManagerProvider:
         with self._lock:
             self._secret = None
 
+    def reset(self) -> None:
+        """Forget the secret and the client that read it (a SnapStart restore)."""
+        with self._lock:
+            self._secret = None
+            if self._own_client:
+                self._client = None
+
     def _fetch(self) -> dict[str, Any]:
         if self._client is None:
-            self._client = boto3.client("secretsmanager", region_name=self.region)
+            self._client = cast(
+                "SecretsManagerClient",
+                botocore.session.get_session().create_client(
+                    "secretsmanager", region_name=self.region
+                ),
+            )
         response = self._client.get_secret_value(SecretId=self.secret_id)
         self.fetches += 1
         metrics.secret_read()

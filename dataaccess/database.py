@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from .credentials import CredentialProvider
+from .credentials import CredentialProvider, provider_for
 from .engine import create_engine
 from .settings import Settings
 from .uow import UnitOfWork
@@ -27,9 +28,17 @@ READER_COOLDOWN_SECONDS = 10.0
 class Database:
     """Holds the engines for one process: build once, share, `dispose()` at shutdown."""
 
-    def __init__(self, writer: Engine, reader: Engine | None = None) -> None:
+    def __init__(
+        self,
+        writer: Engine,
+        reader: Engine | None = None,
+        *,
+        credentials: Iterable[CredentialProvider] = (),
+    ) -> None:
         self.writer = writer
         self.reader = reader
+        # The engines' credential providers, for `reset`.
+        self._credentials = tuple(credentials)
         self._reader_down_until = 0.0  # one float, set whole: threads need no lock for it
         for engine in {writer, reader or writer}:
             sa.event.listen(engine, "checkin", _end_read_only)
@@ -43,13 +52,15 @@ class Database:
         reader_credentials: CredentialProvider | None = None,
     ) -> Database:
         """Build the writer engine, and a reader engine when DB_READER_HOST is set."""
+        if credentials is None:
+            credentials = provider_for(settings, settings.host)
         writer = create_engine(settings, credentials=credentials)
-        reader = None
-        if settings.reader_host:
-            reader = create_engine(
-                settings, host=settings.reader_host, credentials=reader_credentials
-            )
-        return cls(writer, reader)
+        if not settings.reader_host:
+            return cls(writer, credentials=[credentials])
+        if reader_credentials is None:
+            reader_credentials = provider_for(settings, settings.reader_host)
+        reader = create_engine(settings, host=settings.reader_host, credentials=reader_credentials)
+        return cls(writer, reader, credentials=[credentials, reader_credentials])
 
     def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
         """A unit of work on the writer, or a READ ONLY one on the reader (writer if none).
@@ -86,6 +97,15 @@ class Database:
         self.writer.dispose()
         if self.reader is not None:
             self.reader.dispose()
+
+    def reset(self) -> None:
+        """Close every pooled connection and forget every cached credential, with the AWS
+        session that fetched it: for an environment restored from a snapshot (Lambda
+        SnapStart), which must log in afresh, with its own credentials."""
+        self.dispose()
+        self._reader_down_until = 0.0  # what the snapshot's environment knew of the reader
+        for provider in self._credentials:
+            provider.reset()
 
 
 # UnitOfWork sets psycopg2's `readonly` flag on a read-only unit of work's

@@ -1,10 +1,11 @@
 """`make lambda-package`: build the Lambda deployment zip (python3.12, x86_64).
 
 The zip holds, at its root: `handler.py` (so the functions' handlers are
-`handler.stock_events_handler` and `handler.report_handler`), the `dataaccess`
-package, its runtime dependencies as manylinux wheels for CPython 3.12, and the
-CA certificates at `certs/rds-global-bundle.pem`: the RDS CA bundle, which
-verifies the cluster's endpoints, followed by the Amazon Trust Services roots
+`handler.stock_events_handler` and `handler.report_handler`) and the modules
+beside it in lambda/, the `dataaccess` package, its runtime dependencies as
+manylinux wheels for CPython 3.12, and the CA certificates at
+`certs/rds-global-bundle.pem`: the RDS CA bundle, which verifies the cluster's
+endpoints, followed by the Amazon Trust Services roots
 (`scripts/trust/amazon-trust-services.pem`), which verify RDS Proxy's
 certificate. One file verifies both, so the functions' DB_SSLROOTCERT is the same
 with DB_PROXY on or off, and nothing is downloaded at run time.
@@ -50,6 +51,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parent.parent
+LAMBDA_DIR = REPO / "lambda"
 RUNTIME = "3.12"
 PLATFORM = "manylinux2014_x86_64"
 CA_URL = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
@@ -98,6 +100,8 @@ RUNTIME_PROVIDED = (
     "urllib3",
     "python-dateutil",
     "six",
+    # SnapStart's runtime hooks (lambda/handler.py): the runtime's copy is the one it calls.
+    "snapshot-restore-py",
 )
 
 
@@ -229,8 +233,22 @@ def remove_distribution(target: Path, name: str) -> None:
                 shutil.rmtree(folder)
 
 
+def function_modules() -> list[Path]:
+    """lambda/'s modules: handler.py and the modules beside it, all at the zip's root."""
+    return sorted(LAMBDA_DIR.glob("*.py"))
+
+
 def copy_sources(target: Path) -> None:
-    shutil.copy2(REPO / "lambda" / "handler.py", target / "handler.py")
+    """The function's modules and the dataaccess package into `target`, where the
+    dependencies are already installed; a module that would shadow one of them is refused."""
+    for module in function_modules():
+        taken = [p for p in (target / module.name, target / module.stem) if p.exists()]
+        if taken:
+            raise SystemExit(
+                f"lambda/{module.name} would shadow {taken[0].name} installed in the zip's root: "
+                "rename it"
+            )
+        shutil.copy2(module, target / module.name)
     shutil.copytree(
         REPO / "dataaccess",
         target / "dataaccess",

@@ -31,6 +31,10 @@ def test_every_workload_runs_and_reports_a_well_formed_row(pg_cluster):
         assert row.goal
     b4 = next(row for row in rows if row.key == "B4")
     assert b4.extra["minted"] == 1
+    b7 = next(row for row in rows if row.key == "B7")
+    # Every cold start, ours or the baseline's, logged in once, with a token the stand-in
+    # for RDS verified.
+    assert b7.extra["logins"] == b7.extra["cold_starts"] >= 2 * Sizes.smoke().cold_starts
     text = render(
         rows,
         sizes=Sizes.smoke(),

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import secrets
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import sqlalchemy as sa
 
 from dataaccess import Database, Settings, services
+from scripts.lambda_loader import load_fresh_handler as load_handler_module
 from scripts.localpg import tls_env
 
+__all__ = ["load_handler_module"]  # tests import it from here: one loader for all
+
 REPO = Path(__file__).resolve().parents[2]
-HANDLER_PATH = REPO / "lambda" / "handler.py"
 EVENTS = REPO / "tests" / "events"
 # The products the recorded SQS batch moves (SKU-NOPE stays unknown on purpose).
 SEEDED_STOCK = {"SKU-RED": 5, "SKU-BLUE": 5}
@@ -25,18 +24,6 @@ SEEDED_STOCK = {"SKU-RED": 5, "SKU-BLUE": 5}
 def load_event(name: str) -> dict[str, Any]:
     """A recorded event from tests/events/."""
     return json.loads((EVENTS / name).read_text())
-
-
-def load_handler_module() -> ModuleType:
-    """Import lambda/handler.py afresh under a unique name: a new execution environment."""
-    name = f"lambda_handler_{secrets.token_hex(4)}"
-    spec = importlib.util.spec_from_file_location(name, HANDLER_PATH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def lambda_env(settings: Settings) -> dict[str, str]:

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
+import os
 import ssl
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -112,6 +116,43 @@ def test_a_missing_or_bogus_ca_bundle_is_reported_not_shipped(tmp_path, monkeypa
     data, why = package_lambda.ca_bundle()
     assert data is None
     assert "not a PEM" in why
+
+
+def test_the_function_modules_sit_at_the_zip_root_and_import_from_there(tmp_path):
+    package_lambda.copy_sources(tmp_path)
+
+    shipped = sorted(p.name for p in tmp_path.glob("*.py"))
+    assert shipped == sorted(p.name for p in package_lambda.function_modules())
+    assert {"handler.py", "stock_batch.py", "stock_messages.py", "failures.py"} <= set(shipped)
+    # As the runtime imports it: /var/task on sys.path, `handler` a top-level module.
+    probe = (
+        "import json, handler, stock_batch, dataaccess; "
+        "print(json.dumps([m.__file__ for m in (handler, stock_batch, dataaccess)]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    files = json.loads(out.stdout.strip().splitlines()[-1])
+    assert all(Path(f).is_relative_to(tmp_path) for f in files), files
+
+
+def test_a_function_module_that_would_shadow_a_dependency_is_refused(tmp_path):
+    (tmp_path / "failures").mkdir()  # a dependency's top-level package of the same name
+    (tmp_path / "failures" / "__init__.py").write_text("")
+
+    with pytest.raises(SystemExit, match=r"lambda/failures\.py would shadow failures"):
+        package_lambda.copy_sources(tmp_path)
+
+
+def test_no_function_module_shadows_the_standard_library():
+    names = {p.stem for p in package_lambda.function_modules()}
+    assert names
+    assert not names & set(sys.stdlib_module_names)
 
 
 def test_the_zip_is_reproducible_and_counts_its_unzipped_size(tmp_path):

@@ -75,17 +75,17 @@ def test_schedule_event_reports_the_window_before_its_time(handler, monkeypatch)
     monkeypatch.delenv("REPORT_WINDOW_HOURS", raising=False)
     request = handler.report_request(load_event("schedule_report.json"))
 
-    assert request["until"] == dt.datetime(2024, 6, 3, 9, tzinfo=dt.UTC)
-    assert request["since"] == request["until"] - dt.timedelta(hours=24)
-    assert (request["threshold"], request["limit"]) == (10, 100)
+    assert request.until == dt.datetime(2024, 6, 3, 9, tzinfo=dt.UTC)
+    assert request.since == request.until - dt.timedelta(hours=24)
+    assert (request.threshold, request.limit) == (10, 100)
 
 
 def test_direct_invoke_takes_its_window_and_limits(handler):
     request = handler.report_request(load_event("report_direct.json"))
 
-    assert request["since"] == dt.datetime(2024, 6, 1, tzinfo=dt.UTC)
-    assert request["until"] == dt.datetime(2024, 6, 4, tzinfo=dt.UTC)
-    assert (request["threshold"], request["limit"]) == (5, 50)
+    assert request.since == dt.datetime(2024, 6, 1, tzinfo=dt.UTC)
+    assert request.until == dt.datetime(2024, 6, 4, tzinfo=dt.UTC)
+    assert (request.threshold, request.limit) == (5, 50)
 
 
 def test_a_bad_report_setting_names_the_variable(handler, monkeypatch):
