@@ -17,6 +17,7 @@ from . import (
     auth,
     customers,
     db,
+    docs,
     health,
     jsonbody,
     openapi,
@@ -64,6 +65,6 @@ def create_app(
     auth.init_app(app, authenticator)
     jsonbody.init_app(app)
     problems.register(app)
-    for blueprint in (health.bp, customers.bp, products.bp, orders.bp, openapi.bp):
+    for blueprint in (health.bp, customers.bp, products.bp, orders.bp, openapi.bp, docs.bp):
         app.register_blueprint(blueprint)
     return app

@@ -23,8 +23,19 @@ from flask import Flask, current_app, g, request
 
 from dataaccess import SettingsError
 
-# Endpoints anyone may call: liveness, readiness, and the API's description.
-PUBLIC_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "openapi.openapi_document"})
+# Endpoints anyone may call: liveness, readiness, and the API's description (the
+# document, and the page that shows it: api/docs.py).
+PUBLIC_ENDPOINTS = frozenset(
+    {
+        "health.healthz",
+        "health.readyz",
+        "openapi.openapi_document",
+        "docs.root",
+        "docs.page",
+        "docs.init",
+        "docs.asset",
+    }
+)
 ALGORITHMS = ["RS256", "ES256"]
 # An unknown key id refreshes the JWKS at most this often: a forged `kid` per request
 # must not turn the API into a flood of requests to the issuer.

@@ -28,7 +28,7 @@ RUNTIME_BUDGETS: dict[Runtime, int] = {"service": 3, "lambda": 60, "migration": 
 # (DB_SOCKET_TIMEOUT's default), so the server's own timeout always fires first.
 SOCKET_TIMEOUT_MARGIN = 5
 
-# Every variable Settings.from_env reads, in the order the README documents them.
+# Every variable Settings.from_env reads, in the order docs/configuration.md documents them.
 ENV_VARS: tuple[str, ...] = (
     "DB_HOST",
     "DB_PORT",

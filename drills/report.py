@@ -22,7 +22,7 @@ def render(results: Sequence[DrillResult], *, command: str, elapsed: float, pace
         "in it is typed by hand. Each drill causes its fault for real: PostgreSQL",
         "processes stopped, restarted and promoted, a TCP endpoint re-pointed or",
         "black-holed, passwords changed on the server. The failure model they prove is",
-        'in the README ("When Aurora misbehaves"); `drills/` has the code, and',
+        "in [database.md](database.md#when-aurora-misbehaves); `drills/` has the code, and",
         "`tests/drills/` runs the short version of each in `make test`.",
         "",
         f"- Command: `{command}` ({elapsed:.0f} s)",

@@ -1,21 +1,31 @@
 """`make invoke`: run a Lambda handler in-process against a local PostgreSQL.
 
-A throwaway cluster in .localpg/invoke (git-ignored; kept between runs, so a
-second run of the same batch shows its events acknowledged as duplicates) is
-started, migrated and seeded with the products the sample events move; the
-handler then runs with the DB_* environment a deployed function would have
-(as the least-privilege app role, with a password instead of an IAM token)
-and a fake Lambda context. The response is printed as JSON on stdout; the
-handler's own JSON logs go to stdout before it. The cluster is stopped at the end.
+The database is one of two:
+
+- `make run`'s, while it runs (the report, by default: it reads what the API
+  and the README's examples wrote; `--database run` for any handler), logged
+  in as the app role with the variables `make env` prints; left running;
+- else a throwaway cluster of its own in .localpg/invoke (git-ignored; kept
+  between runs, so a second run of the same batch shows its events acknowledged
+  as duplicates), started, migrated and seeded with the products the sample
+  events move, and stopped at the end (`--database own` forces it).
+
+The handler runs with the DB_* environment a deployed function would have (as
+the least-privilege app role, with a password instead of an IAM token) and a
+fake Lambda context. A report event is moved to now first: a schedule's `time`
+becomes now, and a direct payload's `since`/`until` keep their span and end now
+(`--as-recorded` keeps the event's own times). The response is printed as JSON
+on stdout; the handler's own JSON logs go to stdout before it.
 
     python -m scripts.invoke_local [--handler stock_events|report] [--event PATH]
-                                   [--repeat N] [--dir .localpg/invoke]
+                                   [--repeat N] [--database auto|run|own]
+                                   [--as-recorded] [--dir .localpg/invoke]
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import datetime as dt
 import json
 import os
 import secrets
@@ -27,10 +37,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from dataaccess import Settings
 from scripts.devdb import APP_ROLE
+from scripts.lambda_loader import load_handler  # also the drills': lambda/ as the runtime has it
 from scripts.localpg import tls_env
-from scripts.run_local import provision, start_cluster
+from scripts.run_local import NotRunningError, default_dir, provision, read_env, start_cluster
 
 REPO = Path(__file__).resolve().parent.parent
 DB_NAME = "inventory"
@@ -58,14 +68,16 @@ class LocalContext:
         return max(0, self.timeout_ms - int((time.monotonic() - self.started) * 1000))
 
 
-def lambda_environment(admin: Settings, password: str, ca_file: Path | None) -> dict[str, str]:
-    """What the template gives a deployed function, pointed at the local cluster."""
+def lambda_environment(
+    *, host: str, port: int, name: str, password: str, ca_file: str | Path | None
+) -> dict[str, str]:
+    """What the template gives a deployed function, pointed at a local database."""
     return {
         "AWS_LAMBDA_FUNCTION_NAME": "local-invoke",
         "POWERTOOLS_SERVICE_NAME": os.environ.get("POWERTOOLS_SERVICE_NAME", "inventory-local"),
-        "DB_HOST": admin.host,
-        "DB_PORT": str(admin.port),
-        "DB_NAME": admin.name,
+        "DB_HOST": host,
+        "DB_PORT": str(port),
+        "DB_NAME": name,
         "DB_USER": APP_ROLE,
         "DB_AUTH": "password",
         "DB_PASSWORD": password,
@@ -74,15 +86,44 @@ def lambda_environment(admin: Settings, password: str, ca_file: Path | None) -> 
     }
 
 
-def load_handler() -> ModuleType:
-    """Import lambda/handler.py as the runtime does: as the top-level module `handler`."""
-    spec = importlib.util.spec_from_file_location("handler", REPO / "lambda" / "handler.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["handler"] = module
-    spec.loader.exec_module(module)
-    return module
+def _utc(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def report_event_now(event: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
+    """The report event as if sent `now`: a recorded window would find no recent order.
+
+    Its times are whole seconds, as EventBridge's are, rounded up: the window
+    includes what was written a moment ago.
+    """
+    if now.microsecond:
+        now = now.replace(microsecond=0) + dt.timedelta(seconds=1)
+    if "detail-type" in event:  # an EventBridge schedule: the window ends at its time
+        return {**event, "time": _iso(now)}
+    if event.get("since") and event.get("until"):
+        span = _utc(event["until"]) - _utc(event["since"])
+        return {**event, "since": _iso(now - span), "until": _iso(now)}
+    return event
+
+
+def choose_database(choice: str, handler: str, run_dir: Path) -> dict[str, str] | None:
+    """The running `make run`'s variables, when this invoke is to use its database; else None.
+
+    `auto` takes it for the report only: a read-only handler cannot disturb the
+    data the API serves, while the sample SQS batch moves products of its own.
+    """
+    if choice == "own" or (choice == "auto" and handler != "report"):
+        return None
+    try:
+        return read_env(run_dir)
+    except NotRunningError:
+        if choice == "run":
+            raise
+        return None
 
 
 def invoke(module: ModuleType, name: str, event: dict[str, Any], repeat: int) -> Any:
@@ -114,16 +155,55 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--handler", choices=sorted(HANDLERS), default="stock_events")
     parser.add_argument("--event", type=Path, help="event JSON (default: a sample in tests/events)")
     parser.add_argument("--repeat", type=int, default=1, help="invocations in one warm process")
+    parser.add_argument(
+        "--database",
+        choices=["auto", "run", "own"],
+        default="auto",
+        help="make run's database (auto: for the report, when make run is up) or a cluster "
+        "of its own",
+    )
+    parser.add_argument(
+        "--as-recorded", action="store_true", help="keep a report event's own times"
+    )
     parser.add_argument("--dir", type=Path, default=REPO / ".localpg" / "invoke")
     args = parser.parse_args(argv)
     name, sample = HANDLERS[args.handler]
     event_path = args.event or REPO / "tests" / "events" / sample
     event = json.loads(event_path.read_text())
+    if args.handler == "report" and not args.as_recorded:
+        event = report_event_now(event, dt.datetime.now(dt.UTC))
 
-    cluster = start_cluster(args.dir)
     try:
-        admin, password = provision(cluster, DB_NAME, products=SEED_PRODUCTS)
-        os.environ.update(lambda_environment(admin, password, cluster.ca_file))
+        running = choose_database(args.database, args.handler, default_dir().resolve())
+    except NotRunningError as exc:
+        print(f"make invoke: {exc}", file=sys.stderr)
+        return 1
+    cluster = None
+    try:
+        if running is not None:
+            print(
+                f"using the database of the running make run ({running['DB_NAME']} on "
+                f"port {running['DB_PORT']})",
+                file=sys.stderr,
+            )
+            environment = lambda_environment(
+                host=running["DB_HOST"],
+                port=int(running["DB_PORT"]),
+                name=running["DB_NAME"],
+                password=running["DB_PASSWORD"],
+                ca_file=running.get("DB_SSLROOTCERT"),
+            )
+        else:
+            cluster = start_cluster(args.dir)
+            admin, password = provision(cluster, DB_NAME, products=SEED_PRODUCTS)
+            environment = lambda_environment(
+                host=admin.host,
+                port=admin.port,
+                name=admin.name,
+                password=password,
+                ca_file=cluster.ca_file,
+            )
+        os.environ.update(environment)
 
         module = load_handler()
         print(f"invoking handler.{name} with {event_path.name}", file=sys.stderr)
@@ -134,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(response, indent=2))
         return 1 if isinstance(response, dict) and "errorType" in response else 0
     finally:
-        cluster.stop()
+        if cluster is not None:
+            cluster.stop()
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ class _Walk:
                     "settings",
                     Status.FAIL,
                     str(exc),
-                    fix="Set the variable named above as README.md's Configuration table says",
+                    fix="Set the variable named above as docs/configuration.md says",
                 )
             )
             return
