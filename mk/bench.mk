@@ -1,4 +1,4 @@
-# Benchmarks against hand-written baselines (issue 6): `make bench` writes bench/RESULTS.md.
+# Benchmarks against hand-written baselines: `make bench` writes bench/RESULTS.md.
 # They start their own throwaway PostgreSQL and stop it even when a workload fails.
 .PHONY: bench bench-smoke
 

@@ -1,4 +1,4 @@
-# `make doctor` (issue 12): walk the chain from the DB_* environment to a query and say
+# `make doctor`: walk the chain from the DB_* environment to a query and say
 # what to change at the first broken link (python -m dataaccess doctor; docs/infrastructure.md).
 # It reads the environment as the service does: export DB_* first, or name a file of
 # NAME=value lines with ENV_FILE=path. JSON=1 prints the report as JSON. make itself

@@ -1,4 +1,4 @@
-# Failure drills (issue 10): `make drills` causes each fault of the failure model for
+# Failure drills: `make drills` causes each fault of the failure model for
 # real (failover, restart, pause, black hole, token expiry, rotation, hostile input,
 # leaked secrets, runaway query) and writes docs/RELIABILITY.md from the run.
 # Their short versions run in `make test` (tests/drills).
