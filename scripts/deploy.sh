@@ -216,6 +216,10 @@ fi
 if ! [[ "$SECONDS_UNTIL_AUTO_PAUSE" =~ ^[0-9]+$ ]] || ((SECONDS_UNTIL_AUTO_PAUSE < 300 || SECONDS_UNTIL_AUTO_PAUSE > 86400)); then
   die "SECONDS_UNTIL_AUTO_PAUSE must be 300 to 86400 seconds, not '$SECONDS_UNTIL_AUTO_PAUSE'"
 fi
+# Checked before anything starts: a bad value would only fail the arithmetic after
+# the migration task had been launched, leaving it unwatched.
+[[ "$MIGRATION_TIMEOUT_SECONDS" =~ ^(0|[1-9][0-9]*)$ ]] ||
+  die "MIGRATION_TIMEOUT_SECONDS must be a whole number of seconds, not '$MIGRATION_TIMEOUT_SECONDS'"
 # The load balancer's /readyz pings the database every 15 s: an auto-pause cluster
 # would never pause, so it checks /healthz (no database) instead.
 HEALTH_CHECK_PATH=/readyz
@@ -294,13 +298,24 @@ tf_output() {
 }
 
 # An output of a stack that may not exist: empty when it does not. A dry run
-# shows the look-up and assumes a first deploy (no such stack).
+# shows the look-up and assumes a first deploy (no such stack). Any other error
+# (throttling, expired credentials) stops the deploy: read as "no such stack", it
+# would make an existing cluster look new, and its identifier change replace it.
 existing_stack_output() {
-  local name="$1" key="$2" value
-  value="$(capture '' "${AWS[@]}" cloudformation describe-stacks \
+  local name="$1" key="$2" value err
+  err="$(mktemp)"
+  if ! value="$(capture '' "${AWS[@]}" cloudformation describe-stacks \
     --stack-name "$PREFIX-$name" \
     --query "Stacks[0].Outputs[?OutputKey=='$key'].OutputValue | [0]" \
-    --output text 2>/dev/null)" || value=""
+    --output text 2>"$err")"; then
+    if ! grep -q "does not exist" "$err"; then
+      cat "$err" >&2
+      rm -f "$err"
+      die "could not read stack $PREFIX-$name (above); not treating it as absent"
+    fi
+    value=""
+  fi
+  rm -f "$err"
   [[ "$value" == None ]] && value=""
   printf '%s' "$value"
 }
@@ -463,16 +478,18 @@ IMAGE_URI="$REPOSITORY_URI:$IMAGE_TAG"
 # cfn/migration.yaml), whatever the machine that builds it.
 IMAGE_PLATFORM=linux/amd64
 say "image $IMAGE_URI"
+REGISTRY="${REPOSITORY_URI%%/*}"
+# Logged in whether or not the image is built here: the architecture check below
+# reads the pushed manifest from the (private) registry too.
+trace "${AWS[@]}" ecr get-login-password '|' docker login --username AWS --password-stdin "$REGISTRY"
+if ((!DRY_RUN)); then
+  "${AWS[@]}" ecr get-login-password | docker login --username AWS --password-stdin "$REGISTRY"
+fi
 if ((!DRY_RUN)) && "${AWS[@]}" ecr describe-images --repository-name "${REPOSITORY_URI#*/}" \
   --image-ids "imageTag=$IMAGE_TAG" >/dev/null 2>&1; then
   say "image tag $IMAGE_TAG already pushed; not rebuilding"
 else
   trace "${AWS[@]}" ecr describe-images --repository-name "${REPOSITORY_URI#*/}" --image-ids "imageTag=$IMAGE_TAG"
-  REGISTRY="${REPOSITORY_URI%%/*}"
-  trace "${AWS[@]}" ecr get-login-password '|' docker login --username AWS --password-stdin "$REGISTRY"
-  if ((!DRY_RUN)); then
-    "${AWS[@]}" ecr get-login-password | docker login --username AWS --password-stdin "$REGISTRY"
-  fi
   run docker build --file api/Dockerfile --platform "$IMAGE_PLATFORM" \
     --build-arg "PYTHON_IMAGE_DIGEST=$PYTHON_IMAGE_DIGEST" \
     --build-arg "RDS_CA_BUNDLE_SHA256=$RDS_CA_BUNDLE_SHA256" \
@@ -483,9 +500,11 @@ else
 fi
 # The tag may have been pushed by an earlier run (from another machine): the tasks
 # would die with "exec format error" on an image of another architecture.
-if ((!DRY_RUN)) && ! docker manifest inspect --verbose "$IMAGE_URI" |
-  grep -Eq "\"architecture\": *\"${IMAGE_PLATFORM#*/}\""; then
-  die "image $IMAGE_URI is not $IMAGE_PLATFORM; the tasks require it: deploy under a new IMAGE_TAG"
+if ((!DRY_RUN)); then
+  manifest="$(docker manifest inspect --verbose "$IMAGE_URI")" ||
+    die "could not read the manifest of $IMAGE_URI (above)"
+  grep -Eq "\"architecture\": *\"${IMAGE_PLATFORM#*/}\"" <<<"$manifest" ||
+    die "image $IMAGE_URI is not $IMAGE_PLATFORM; the tasks require it: deploy under a new IMAGE_TAG"
 fi
 
 # 4. Migration ----------------------------------------------------------------
@@ -523,6 +542,8 @@ until run "${AWS[@]}" ecs wait tasks-stopped --cluster "$ECS_CLUSTER" --tasks "$
       --reason "deploy gave up after ${MIGRATION_TIMEOUT_SECONDS}s" >/dev/null
     die "migration task $MIGRATION_TASK still running after ${MIGRATION_TIMEOUT_SECONDS}s: stopped it; its migration rolled back. The service was not updated."
   fi
+  # The waiter gave up (10 minutes) or failed at once (a denied call): not back to back.
+  ((DRY_RUN)) || sleep 10
 done
 MIGRATION_EXIT="$(capture 0 "${AWS[@]}" ecs describe-tasks \
   --cluster "$ECS_CLUSTER" --tasks "$MIGRATION_TASK" \

@@ -51,7 +51,11 @@ case "$*" in
   *"cloudformation deploy --stack-name dataaccess-dev-proxy "*) touch "$FAKE_LOG.proxy" ;;
   *"cloudformation delete-stack --stack-name dataaccess-dev-proxy"*) rm -f "$FAKE_LOG.proxy" ;;
   *"describe-stacks --stack-name dataaccess-dev-proxy "*)
-    [[ -e "$FAKE_LOG.proxy" ]] || { echo "no stack dataaccess-dev-proxy" >&2; exit 254; }
+    [[ -z "${FAKE_DESCRIBE_THROTTLED:-}" ]] ||
+      { echo "An error occurred (Throttling): Rate exceeded" >&2; exit 254; }
+    [[ -e "$FAKE_LOG.proxy" ]] ||
+      { echo "An error occurred (ValidationError): Stack with id" \
+          "dataaccess-dev-proxy does not exist" >&2; exit 254; }
     case "$*" in
       *ProxyResourceId*) echo prx-0fake0123456789a ;;
       *ProxyReaderEndpoint*) echo fake-reader.proxy.eu-west-1.rds.amazonaws.com ;;
@@ -810,3 +814,30 @@ def test_a_real_run_reports_what_happened(fake_path):
     assert result.returncode == 0, result.stderr
     assert "==> migration succeeded" in result.stdout
     assert result.stdout.splitlines()[-1] == "==> deployed dataaccess-dev at abc123"
+
+
+def test_a_stack_look_up_that_fails_for_another_reason_stops_the_deploy(fake_path):
+    # Read as "no such stack", a throttled look-up would make existing resources look new.
+    env, log = fake_path
+    result = deploy(real_env(env, migration_exit="0") | {"FAKE_DESCRIBE_THROTTLED": "1"})
+    assert result.returncode != 0
+    assert "Rate exceeded" in result.stderr
+    assert "could not read stack dataaccess-dev-proxy" in result.stderr
+    assert "cloudformation deploy" not in log.read_text()
+
+
+@pytest.mark.parametrize("value", ["30m", "08", "-1"])
+def test_a_bad_migration_timeout_is_refused_before_anything_runs(fake_path, value):
+    env, log = fake_path
+    result = deploy(real_env(env, migration_exit="0") | {"MIGRATION_TIMEOUT_SECONDS": value})
+    assert result.returncode != 0
+    assert "MIGRATION_TIMEOUT_SECONDS must be a whole number" in result.stderr
+    assert log.read_text() == ""
+
+
+def test_the_registry_login_comes_before_the_pushed_image_check(fake_path):
+    env, log = fake_path
+    result = deploy(real_env(env, migration_exit="0"))
+    assert result.returncode == 0, result.stderr
+    calls = log.read_text().splitlines()
+    assert index_of(calls, r"^docker login ") < index_of(calls, r"^docker manifest inspect ")
