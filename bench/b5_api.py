@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,15 +51,7 @@ def app_env(bdb: BenchDB) -> dict[str, str]:
         "GUNICORN_THREADS": str(THREADS),
         # Request logs off on both sides: the baseline has none to write.
         "LOG_LEVEL": "WARNING",
-        "DB_HOST": bdb.host,
-        "DB_PORT": str(bdb.port),
-        "DB_NAME": bdb.name,
-        "DB_USER": "bench_app",
-        "DB_AUTH": "password",
-        "DB_PASSWORD": bdb.app_password,
-        **bdb.tls_env(),
-        "DB_POOL_SIZE": str(THREADS),
-        "DB_MAX_OVERFLOW": "0",
+        **replace(bdb.app_settings(), pool_size=THREADS, max_overflow=0).to_env(),
     }
 
 

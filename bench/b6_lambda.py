@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +65,10 @@ def lambda_environment(bdb: BenchDB, secret_id: str) -> Iterator[None]:
         # No per-record log lines on either side: the baseline writes none.
         "POWERTOOLS_LOG_LEVEL": "WARNING",
         "LOG_LEVEL": "WARNING",
-        "DB_HOST": bdb.host,
-        "DB_PORT": str(bdb.port),
-        "DB_NAME": bdb.name,
-        "DB_AUTH": "secret",
-        "DB_SECRET_ID": secret_id,
-        **bdb.tls_env(),
+        # No DB_USER (the secret holds the login) nor DB_REGION (AWS_REGION above).
+        **replace(
+            bdb.app_settings(), auth="secret", secret_id=secret_id, user=None, password=None
+        ).to_env(),
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

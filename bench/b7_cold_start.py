@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,15 @@ def child_env(bdb: BenchDB, endpoint: LocalIamEndpoint, key: IamKey, pycache: Pa
         and not k.startswith(("DB_", "POWERTOOLS_", "LAMBDA_", "_X_AMZN"))
         and k != "PYTHONDONTWRITEBYTECODE"
     }
+    # The endpoint presents the cluster's certificate: the same TLS settings hold.
+    tokens = replace(
+        bdb.app_settings(),
+        host=endpoint.host,
+        port=endpoint.port,
+        auth="iam",
+        password=None,
+        region=REGION,
+    )
     return {
         **env,
         **key.env(),
@@ -185,13 +195,7 @@ def child_env(bdb: BenchDB, endpoint: LocalIamEndpoint, key: IamKey, pycache: Pa
         # No INFO lines on either side: the baseline writes none.
         "POWERTOOLS_LOG_LEVEL": "WARNING",
         "LOG_LEVEL": "WARNING",
-        "DB_HOST": endpoint.host,
-        "DB_PORT": str(endpoint.port),
-        "DB_NAME": bdb.name,
-        "DB_USER": BENCH_ROLE,
-        "DB_AUTH": "iam",
-        "DB_REGION": REGION,
-        **bdb.tls_env(),
+        **tokens.to_env(),
     }
 
 

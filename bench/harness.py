@@ -98,12 +98,9 @@ class BenchDB:
     # sslmode=verify-full, as the design requires in AWS.
     ca_file: str | None = None
 
-    def tls_env(self) -> dict[str, str]:
-        """DB_SSLMODE / DB_SSLROOTCERT for our side."""
-        return tls_env(self.ca_file)
-
     def tls_kwargs(self) -> dict[str, str]:
-        """The same, as psycopg2.connect arguments, for the baselines."""
+        """Our side's TLS settings (app_settings) as psycopg2.connect arguments, for the
+        baselines."""
         if self.ca_file is None:
             return {"sslmode": "disable"}
         return {"sslmode": "verify-full", "sslrootcert": self.ca_file}
@@ -118,13 +115,14 @@ class BenchDB:
         )
 
     def app_settings(self, **env: str) -> Settings:
+        """The bench role's password login; `.to_env()` is what a child process reads."""
         return local_settings(
             host=self.host,
             port=self.port,
             dbname=self.name,
             user=BENCH_ROLE,
             password=self.app_password,
-            **{**self.tls_env(), **env},
+            **{**tls_env(self.ca_file), **env},
         )
 
     def connect_kwargs(self) -> dict[str, Any]:

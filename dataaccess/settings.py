@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal, cast
 
@@ -60,6 +60,8 @@ ENV_VARS: tuple[str, ...] = (
     "DB_SECRET_RETRY_WINDOW",
     "DB_IAM_USER",
 )
+# What to reach and how to log in: Settings.to_env writes these even at their default.
+_LOGIN_FIELDS = frozenset({"host", "port", "name", "user", "auth", "sslmode"})
 
 
 class SettingsError(ValueError):
@@ -117,6 +119,34 @@ class Settings:
         shown["password"] = "***" if self.password else None
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
+    def to_env(self) -> dict[str, str]:
+        """The DB_* variables from which Settings.from_env reads these settings back.
+
+        `Settings.from_env(s.to_env(), runtime=s.runtime) == s`: the runtime is no DB_*
+        variable (AWS_LAMBDA_FUNCTION_NAME or the caller picks it). Where and how to log
+        in (DB_HOST, DB_PORT, DB_NAME, DB_USER, DB_AUTH, DB_SSLMODE) is always written;
+        any other variable only when it is set and differs from from_env's default, so a
+        process of another runtime keeps its own connect budget. DB_PASSWORD is written
+        only for DB_AUTH=password, the one mode in which from_env reads it (a static
+        password, for local use); for DB_AUTH=secret the secret's id is, never its value.
+        """
+        derived = {  # the defaults from_env derives from another setting
+            "connect_retry_budget": RUNTIME_BUDGETS[self.runtime],
+            "socket_timeout": _socket_timeout_default(self.statement_timeout_ms),
+        }
+        skipped = {"runtime"} if self.auth == "password" else {"runtime", "password"}
+        env: dict[str, str] = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.name in skipped or value is None:
+                continue
+            if field.name in _LOGIN_FIELDS or value != derived.get(field.name, field.default):
+                text = str(value).lower() if isinstance(value, bool) else str(value)
+                env[f"DB_{field.name.upper()}"] = text
+        if self.sslmode != "verify-full":
+            env["DB_ALLOW_INSECURE_TLS"] = "true"
+        return {name: env[name] for name in ENV_VARS if name in env}  # in the documented order
+
     @classmethod
     def from_env(
         cls, environ: Mapping[str, str] | None = None, *, runtime: Runtime | None = None
@@ -138,10 +168,7 @@ class Settings:
         iam_host = env.optional("DB_IAM_HOST")
         _check_proxy(proxy, runtime, host=host, reader_host=reader_host, iam_host=iam_host)
         statement_timeout_ms = env.integer("DB_STATEMENT_TIMEOUT_MS", 30_000, low=0)
-        # No statement timeout means no bound the client could safely add either.
-        socket_default = (
-            -(-statement_timeout_ms // 1000) + SOCKET_TIMEOUT_MARGIN if statement_timeout_ms else 0
-        )
+        socket_default = _socket_timeout_default(statement_timeout_ms)
         return cls(
             host=host,
             name=env.required("DB_NAME"),
@@ -176,6 +203,16 @@ class Settings:
             iam_user=env.identifier("DB_IAM_USER", "app_iam"),
             runtime=runtime,
         )
+
+
+def _socket_timeout_default(statement_timeout_ms: int) -> int:
+    """DB_SOCKET_TIMEOUT's default: the statement timeout, rounded up, plus the margin.
+
+    No statement timeout means no bound the client could safely add either.
+    """
+    if not statement_timeout_ms:
+        return 0
+    return -(-statement_timeout_ms // 1000) + SOCKET_TIMEOUT_MARGIN
 
 
 def iam_login_role(environ: Mapping[str, str] | None = None) -> str:

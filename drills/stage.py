@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -20,9 +20,9 @@ import psycopg2
 
 from dataaccess import Settings
 from drills.faults import ReplicatedPair, TcpForwarder
-from scripts.devdb import APP_ROLE, superuser_settings
+from scripts.devdb import APP_ROLE, local_settings, superuser_settings
 from scripts.localauth import LocalIssuer
-from scripts.localpg import LocalPostgres, free_port, tls_env, usable_root
+from scripts.localpg import LocalPostgres, free_port, usable_root
 from scripts.run_local import provision, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,17 +59,14 @@ class Stage:
 
     def app_env(self, **overrides: str) -> dict[str, str]:
         """DB_* for the least-privilege role, through the endpoint, as a deploy sets them."""
-        return {
-            "DB_HOST": "127.0.0.1",
-            "DB_PORT": str(self.endpoint.port),
-            "DB_NAME": DB_NAME,
-            "DB_USER": APP_ROLE,
-            "DB_AUTH": "password",
-            "DB_PASSWORD": self.app_password,
-            **tls_env(None),
-            "DB_APPLICATION_NAME": "drill",
-            **overrides,
-        }
+        login = local_settings(
+            host="127.0.0.1",
+            port=self.endpoint.port,
+            dbname=DB_NAME,
+            user=APP_ROLE,
+            password=self.app_password,
+        )
+        return {**replace(login, application_name="drill").to_env(), **overrides}
 
     def admin_settings(self) -> Settings:
         """Superuser Settings straight to the writer (not through the endpoint)."""

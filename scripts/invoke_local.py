@@ -32,15 +32,22 @@ import secrets
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from dataaccess import Settings
 from scripts.devdb import APP_ROLE
 from scripts.lambda_loader import load_handler  # also the drills': lambda/ as the runtime has it
-from scripts.localpg import tls_env
-from scripts.run_local import NotRunningError, default_dir, provision, read_env, start_cluster
+from scripts.run_local import (
+    NotRunningError,
+    cluster_login,
+    default_dir,
+    provision,
+    read_env,
+    start_cluster,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 DB_NAME = "inventory"
@@ -68,21 +75,12 @@ class LocalContext:
         return max(0, self.timeout_ms - int((time.monotonic() - self.started) * 1000))
 
 
-def lambda_environment(
-    *, host: str, port: int, name: str, password: str, ca_file: str | Path | None
-) -> dict[str, str]:
-    """What the template gives a deployed function, pointed at a local database."""
+def lambda_environment(app: Settings) -> dict[str, str]:
+    """What the template gives a deployed function, pointed at `app`'s local database."""
     return {
         "AWS_LAMBDA_FUNCTION_NAME": "local-invoke",
         "POWERTOOLS_SERVICE_NAME": os.environ.get("POWERTOOLS_SERVICE_NAME", "inventory-local"),
-        "DB_HOST": host,
-        "DB_PORT": str(port),
-        "DB_NAME": name,
-        "DB_USER": APP_ROLE,
-        "DB_AUTH": "password",
-        "DB_PASSWORD": password,
-        **tls_env(ca_file),
-        "DB_APPLICATION_NAME": "lambda-local",
+        **replace(app, application_name="lambda-local").to_env(),
     }
 
 
@@ -186,23 +184,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"port {running['DB_PORT']})",
                 file=sys.stderr,
             )
-            environment = lambda_environment(
-                host=running["DB_HOST"],
-                port=int(running["DB_PORT"]),
-                name=running["DB_NAME"],
-                password=running["DB_PASSWORD"],
-                ca_file=running.get("DB_SSLROOTCERT"),
-            )
+            environment = lambda_environment(Settings.from_env(running))  # the app role's
         else:
             cluster = start_cluster(args.dir)
-            admin, password = provision(cluster, DB_NAME, products=SEED_PRODUCTS)
-            environment = lambda_environment(
-                host=admin.host,
-                port=admin.port,
-                name=admin.name,
-                password=password,
-                ca_file=cluster.ca_file,
-            )
+            _, password = provision(cluster, DB_NAME, products=SEED_PRODUCTS)
+            environment = lambda_environment(cluster_login(cluster, APP_ROLE, password, DB_NAME))
         os.environ.update(environment)
 
         module = load_handler()

@@ -38,7 +38,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -49,7 +49,7 @@ from psycopg2 import sql
 
 from dataaccess import Database, Settings, services
 from dataaccess.errors import AlreadyExistsError
-from scripts.devdb import APP_ROLE, migrate, set_password, superuser_settings
+from scripts.devdb import APP_ROLE, local_settings, migrate, set_password, superuser_settings
 from scripts.localauth import LocalIssuer
 from scripts.localiam import OTHER_AWS_CREDENTIALS, IamKey, LocalIamEndpoint, cluster_tls
 from scripts.localpg import LocalPostgres, free_port, tls_env, usable_root, write_private
@@ -186,14 +186,18 @@ def seeded(admin: Settings) -> Seeded:
     return Seeded(customers, [(sku, stock[sku]) for sku in order if sku in stock])
 
 
-def password_login(cluster: LocalPostgres, password: str) -> dict[str, str]:
-    """The API's DB_* login variables for the cluster itself, with the app role's password."""
-    return {
-        "DB_HOST": cluster.host,
-        "DB_PORT": str(cluster.port),
-        "DB_AUTH": "password",
-        "DB_PASSWORD": password,
-    }
+def cluster_login(
+    cluster: LocalPostgres, user: str, password: str, dbname: str = DB_NAME
+) -> Settings:
+    """`user`'s password login to the cluster itself, verify-full when the cluster has TLS."""
+    return local_settings(
+        host=cluster.host,
+        port=cluster.port,
+        dbname=dbname,
+        user=user,
+        password=password,
+        **tls_env(cluster.ca_file),
+    )
 
 
 def start_iam_endpoint(cluster: LocalPostgres, password: str) -> tuple[LocalIamEndpoint, IamKey]:
@@ -219,20 +223,20 @@ def start_iam_endpoint(cluster: LocalPostgres, password: str) -> tuple[LocalIamE
     return endpoint, key
 
 
-def iam_login(endpoint: LocalIamEndpoint, key: IamKey) -> dict[str, str]:
-    """The API's DB_* and AWS_* variables for IAM tokens checked by `endpoint`."""
+def iam_login(app: Settings, endpoint: LocalIamEndpoint, key: IamKey) -> dict[str, str]:
+    """The API's DB_* and AWS_* variables for `app`'s role with IAM tokens checked by
+    `endpoint` (which presents the cluster's certificate: the same TLS settings hold)."""
+    tokens = replace(
+        app, host=endpoint.host, port=endpoint.port, auth="iam", password=None, region=IAM_REGION
+    )
     return {
-        "DB_HOST": endpoint.host,
-        "DB_PORT": str(endpoint.port),
-        "DB_AUTH": "iam",
-        "DB_REGION": IAM_REGION,
+        **tokens.to_env(),
         "AWS_REGION": IAM_REGION,
         **key.env(),  # the run's key signs, and nothing else is read
     }
 
 
 def serve(
-    cluster: LocalPostgres,
     port: int,
     login: dict[str, str],
     issuer: LocalIssuer,
@@ -246,10 +250,7 @@ def serve(
     env = {
         **inherited,
         **issuer.env(),
-        "DB_NAME": DB_NAME,
-        "DB_USER": APP_ROLE,
         **login,
-        **tls_env(cluster.ca_file),
         "DB_APPLICATION_NAME": "api-local",
         "HOST": "127.0.0.1",
         "PORT": str(port),
@@ -334,25 +335,18 @@ def _login_env(
     cluster: LocalPostgres, user: str, password: str, dbname: str = DB_NAME
 ) -> dict[str, str]:
     """DB_* (dataaccess, alembic) and PG* (psql, libpq) for `user` on the cluster itself."""
-    tls = tls_env(cluster.ca_file)
-    pg_tls = {"PGSSLMODE": tls["DB_SSLMODE"]}
-    if "DB_SSLROOTCERT" in tls:
-        pg_tls["PGSSLROOTCERT"] = tls["DB_SSLROOTCERT"]
-    return {
-        "DB_HOST": cluster.host,
-        "DB_PORT": str(cluster.port),
-        "DB_NAME": dbname,
-        "DB_USER": user,
-        "DB_AUTH": "password",
-        "DB_PASSWORD": password,
-        **tls,
-        "PGHOST": cluster.host,
-        "PGPORT": str(cluster.port),
-        "PGDATABASE": dbname,
+    login = cluster_login(cluster, user, password, dbname)
+    pg = {
+        "PGHOST": login.host,
+        "PGPORT": str(login.port),
+        "PGDATABASE": login.name,
         "PGUSER": user,
         "PGPASSWORD": password,
-        **pg_tls,
+        "PGSSLMODE": login.sslmode,
     }
+    if login.sslrootcert is not None:
+        pg["PGSSLROOTCERT"] = login.sslrootcert
+    return login.to_env() | pg
 
 
 def write_env_files(run: LocalRun) -> None:
@@ -445,11 +439,12 @@ def local_run(
             cluster, DB_NAME, customers=SEED_CUSTOMERS, products=SEED_PRODUCTS
         )
         issuer = LocalIssuer(run_dir / "issuer")
-        login = password_login(cluster, password)
+        app = cluster_login(cluster, APP_ROLE, password)
+        login = app.to_env()
         if auth == "iam":
             iam, key = start_iam_endpoint(cluster, password)
-            login = iam_login(iam, key)
-        api = serve(cluster, port, login, issuer, log)
+            login = iam_login(app, iam, key)
+        api = serve(port, login, issuer, log)
         base = f"http://127.0.0.1:{port}"
         if not wait_ready(f"{base}/readyz", api):
             raise StartError(f"the API did not become ready on {base}; see the log above")

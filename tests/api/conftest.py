@@ -17,7 +17,7 @@ from api.auth import Authenticator, AuthSettings
 from dataaccess import Database, Settings
 from scripts.devdb import local_settings
 from scripts.localauth import LocalIssuer
-from scripts.localpg import free_port, tls_env
+from scripts.localpg import free_port
 
 
 @pytest.fixture(scope="session")
@@ -71,28 +71,13 @@ def runner(app: Flask) -> FlaskCliRunner:
     return app.test_cli_runner()
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The DB_* variables that give `settings` back through Settings.from_env."""
-    assert settings.user is not None
-    assert settings.password is not None
-    return {
-        "DB_HOST": settings.host,
-        "DB_PORT": str(settings.port),
-        "DB_NAME": settings.name,
-        "DB_USER": settings.user,
-        "DB_AUTH": "password",
-        "DB_PASSWORD": settings.password,
-        **tls_env(None),
-    }
-
-
 @pytest.fixture
 def live_server(app_settings: Settings, issuer: LocalIssuer) -> Iterator[str]:
     """Gunicorn serving the API (as in the container) on this test's database; its base URL."""
     port = free_port()
     env = {
         **os.environ,
-        **settings_env(app_settings),
+        **app_settings.to_env(),
         **issuer.env(),
         "HOST": "127.0.0.1",
         "PORT": str(port),

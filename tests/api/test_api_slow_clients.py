@@ -18,7 +18,7 @@ from api_helpers import REPO, wait_ready
 from api.jsonbody import MAX_BODY_BYTES
 from dataaccess import Settings
 from scripts.localauth import LocalIssuer
-from scripts.localpg import free_port, tls_env
+from scripts.localpg import free_port
 
 TRICKLERS = 8  # twice the worker's threads
 BODY_BYTES = 65536
@@ -28,17 +28,9 @@ PROBE_TIMEOUT = 2.0
 
 
 def gunicorn_env(settings: Settings, issuer: LocalIssuer, port: int) -> dict[str, str]:
-    assert settings.user is not None
-    assert settings.password is not None
     return {
         **os.environ,
-        "DB_HOST": settings.host,
-        "DB_PORT": str(settings.port),
-        "DB_NAME": settings.name,
-        "DB_USER": settings.user,
-        "DB_AUTH": "password",
-        "DB_PASSWORD": settings.password,
-        **tls_env(None),
+        **settings.to_env(),
         **issuer.env(),
         "HOST": "127.0.0.1",
         "PORT": str(port),

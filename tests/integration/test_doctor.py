@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import boto3
@@ -43,18 +44,12 @@ ACCOUNT = "123456789012"
 
 
 @pytest.fixture
-def app_env(postgresql, pg_cluster):
+def app_env(app_settings, pg_cluster):
     """The DB_* environment a deployed service has, pointed at this test's database."""
-    return {
-        "DB_HOST": pg_cluster.host,
-        "DB_PORT": str(pg_cluster.port),
-        "DB_NAME": postgresql.info.dbname,
-        "DB_USER": APP_ROLE,
-        "DB_AUTH": "password",
-        "DB_PASSWORD": APP_PASSWORD,
-        "DB_CONNECT_TIMEOUT": "2",  # libpq's floor: the slow faults wait this long
-        **tls_env(pg_cluster.ca_file),
-    }
+    settings = replace(app_settings, connect_timeout=2)  # libpq's floor: the slow faults wait
+    if pg_cluster.ca_file is not None:
+        settings = replace(settings, sslmode="verify-full", sslrootcert=pg_cluster.ca_file)
+    return settings.to_env()
 
 
 @pytest.fixture

@@ -18,12 +18,12 @@ from moto import mock_aws
 from psycopg import Connection
 from sqlalchemy import exc as sa_exc
 
-from dataaccess import Database, Settings
+from dataaccess import Database
 from dataaccess.credentials import SecretsManagerProvider
 from dataaccess.resilience import is_unavailable
 from drills.faults import TcpForwarder
 from scripts.devdb import set_password
-from scripts.localpg import free_port, tls_env
+from scripts.localpg import free_port
 from tests.lambda_.helpers import count_connect_attempts
 
 REGION = "eu-west-1"
@@ -202,17 +202,14 @@ def test_a_login_refused_during_a_rotation_waits_for_the_secret(
 
     arn = secrets_client.create_secret(Name="db/rot", SecretString=store("old-pw"))["ARN"]
     set_password(admin_settings, login_role, "old-pw")
-    settings = Settings.from_env(
-        {
-            "DB_HOST": app_settings.host,
-            "DB_PORT": str(app_settings.port),
-            "DB_NAME": app_settings.name,
-            "DB_AUTH": "secret",
-            "DB_SECRET_ID": arn,
-            "DB_REGION": REGION,
-            **tls_env(None),
-            "DB_CONNECT_RETRY_BUDGET": "10",
-        }
+    settings = replace(
+        app_settings,
+        auth="secret",
+        user=None,  # the secret's
+        password=None,
+        secret_id=arn,
+        region=REGION,
+        connect_retry_budget=10,
     )
     provider = SecretsManagerProvider(secret_id=arn, region=REGION, ttl=3600, client=secrets_client)
     db = Database.from_settings(settings, credentials=provider)

@@ -26,13 +26,13 @@ import pytest
 import sqlalchemy as sa
 import time_machine
 
-from dataaccess import Database, Settings, create_engine, services
+from dataaccess import Database, create_engine, services
 from dataaccess.credentials import IamTokenProvider
 from dataaccess.engine import is_auth_failure
 from dataaccess.resilience import is_transient_connect_error, is_unavailable
 from scripts.devdb import APP_ROLE
 from scripts.localiam import OTHER_AWS_CREDENTIALS, IamKey, LocalIamEndpoint, cluster_tls
-from scripts.localpg import free_port, tls_env
+from scripts.localpg import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 REGION = "eu-west-1"
@@ -81,20 +81,25 @@ def rds(open_endpoint):
     return open_endpoint()
 
 
+def through(endpoint, app_settings, pg_cluster):
+    """`app_settings` with DB_AUTH=iam through a stand-in endpoint, over verified TLS when
+    the cluster has it (the endpoint presents the cluster's certificate)."""
+    settings = replace(
+        app_settings,
+        host=endpoint.host,
+        port=endpoint.port,
+        auth="iam",
+        password=None,
+        region=REGION,
+    )
+    if pg_cluster.ca_file is not None:
+        settings = replace(settings, sslmode="verify-full", sslrootcert=pg_cluster.ca_file)
+    return settings
+
+
 @pytest.fixture
 def iam_settings(rds, app_settings, pg_cluster):
-    """The package's own settings for DB_AUTH=iam against the stand-in endpoint."""
-    return Settings.from_env(
-        {
-            "DB_HOST": rds.host,
-            "DB_PORT": str(rds.port),
-            "DB_NAME": app_settings.name,
-            "DB_USER": APP_ROLE,
-            "DB_AUTH": "iam",
-            "DB_REGION": REGION,
-            **tls_env(pg_cluster.ca_file),
-        }
-    )
+    return through(rds, app_settings, pg_cluster)
 
 
 @pytest.fixture
@@ -397,18 +402,7 @@ def test_a_refused_fresh_token_fails_the_connect_at_once(
     """The engine's answer to a refusal: one attempt, not retried as transient; the API
     maps it to a 503 (dataaccess.resilience.is_unavailable)."""
     rds = open_endpoint(region="us-east-1")  # the client signs for eu-west-1
-    settings = Settings.from_env(
-        {
-            "DB_HOST": rds.host,
-            "DB_PORT": str(rds.port),
-            "DB_NAME": app_settings.name,
-            "DB_USER": APP_ROLE,
-            "DB_AUTH": "iam",
-            "DB_REGION": REGION,
-            "DB_CONNECT_RETRY_BUDGET": "3",
-            **tls_env(pg_cluster.ca_file),
-        }
-    )
+    settings = replace(through(rds, app_settings, pg_cluster), connect_retry_budget=3)
     provider = IamTokenProvider(host=rds.host, port=rds.port, user=APP_ROLE, region=REGION)
     engine = create_engine(settings, credentials=provider, poolclass=sa.NullPool)
     with pytest.raises(sa.exc.OperationalError) as refused:

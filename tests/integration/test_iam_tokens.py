@@ -6,6 +6,7 @@ a login only when the engine presents that token.
 """
 
 import datetime as dt
+from dataclasses import replace
 
 import boto3
 import pytest
@@ -13,10 +14,9 @@ import sqlalchemy as sa
 import time_machine
 from moto import mock_aws
 
-from dataaccess import Database, Settings, create_engine
+from dataaccess import Database, create_engine
 from dataaccess.credentials import IAM_TOKEN_LIFETIME, IAM_TOKEN_REFRESH_MARGIN, IamTokenProvider
 from scripts.devdb import set_password
-from scripts.localpg import tls_env
 
 REGION = "eu-west-1"
 T0 = dt.datetime(2026, 1, 5, 9, 0, 0, tzinfo=dt.UTC)
@@ -30,17 +30,7 @@ def rds():
 
 @pytest.fixture
 def iam_settings(app_settings, login_role):
-    return Settings.from_env(
-        {
-            "DB_HOST": app_settings.host,
-            "DB_PORT": str(app_settings.port),
-            "DB_NAME": app_settings.name,
-            "DB_USER": login_role,
-            "DB_AUTH": "iam",
-            "DB_REGION": REGION,
-            **tls_env(None),
-        }
-    )
+    return replace(app_settings, user=login_role, auth="iam", password=None, region=REGION)
 
 
 def expected_token(rds, settings):

@@ -179,8 +179,8 @@ def test_nothing_the_package_sends_through_the_proxy_would_pin(
     server's log. Pre-pinging on every checkout (DB_POOL_PRE_PING_IDLE=0) and
     a reader endpoint ("localhost", the same stand-in) run every path the pool has.
     """
-    proxied = {"DB_READER_HOST": "localhost", "DB_POOL_PRE_PING_IDLE": "0"}
-    db = Database.from_settings(via(stand_in, app_settings, **proxied))
+    proxied = via(stand_in, app_settings, DB_READER_HOST="localhost", DB_POOL_PRE_PING_IDLE="0")
+    db = Database.from_settings(proxied)
     issuer = LocalIssuer(tmp_path / "issuer")
     app = create_app(
         {
@@ -195,7 +195,7 @@ def test_nothing_the_package_sends_through_the_proxy_would_pin(
         _exercise_the_api(client)
         with db.unit_of_work(read_only=True) as uow:
             assert reports.low_stock(uow, threshold=1000)
-        _exercise_the_lambda_handlers(stand_in, app_settings, proxied, monkeypatch)
+        _exercise_the_lambda_handlers(proxied, monkeypatch)
     finally:
         db.dispose()
 
@@ -242,15 +242,8 @@ def _exercise_the_api(client) -> None:
     assert client.get("/readyz").status_code == 200
 
 
-def _exercise_the_lambda_handlers(stand_in, app_settings, proxied, monkeypatch) -> None:
-    env = {
-        **lambda_env(app_settings),
-        "DB_HOST": "127.0.0.1",
-        "DB_PORT": str(stand_in.port),
-        "DB_PROXY": "true",
-        **proxied,
-        "POWERTOOLS_SERVICE_NAME": f"proxy-test-{secrets.token_hex(4)}",
-    }
+def _exercise_the_lambda_handlers(proxied: Settings, monkeypatch) -> None:
+    env = lambda_env(proxied) | {"POWERTOOLS_SERVICE_NAME": f"proxy-test-{secrets.token_hex(4)}"}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     handler = load_handler_module()

@@ -2,16 +2,16 @@
 
 import json
 import logging
+from dataclasses import replace
 
 import boto3
 import pytest
 import sqlalchemy as sa
 from moto import mock_aws
 
-from dataaccess import Database, Settings
+from dataaccess import Database
 from dataaccess.credentials import SecretsManagerProvider
 from scripts.devdb import set_password
-from scripts.localpg import tls_env
 
 REGION = "eu-west-1"
 
@@ -30,16 +30,8 @@ def test_rotation_costs_one_refused_login_and_no_failed_call(
 
     arn = secrets_client.create_secret(Name="db/app", SecretString=store("before-rotation"))["ARN"]
     set_password(admin_settings, login_role, "before-rotation")
-    settings = Settings.from_env(
-        {
-            "DB_HOST": app_settings.host,
-            "DB_PORT": str(app_settings.port),
-            "DB_NAME": app_settings.name,
-            "DB_AUTH": "secret",
-            "DB_SECRET_ID": arn,
-            "DB_REGION": REGION,
-            **tls_env(None),
-        }
+    settings = replace(
+        app_settings, auth="secret", user=None, password=None, secret_id=arn, region=REGION
     )
     provider = SecretsManagerProvider(secret_id=arn, region=REGION, ttl=3600, client=secrets_client)
     db = Database.from_settings(settings, credentials=provider)

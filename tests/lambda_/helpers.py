@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,6 @@ import sqlalchemy as sa
 
 from dataaccess import Database, Settings, services
 from scripts.lambda_loader import load_fresh_handler as load_handler_module
-from scripts.localpg import tls_env
 
 __all__ = ["load_handler_module"]  # tests import it from here: one loader for all
 
@@ -28,17 +28,9 @@ def load_event(name: str) -> dict[str, Any]:
 
 def lambda_env(settings: Settings) -> dict[str, str]:
     """The environment a deployed function would have, pointing at `settings`' database."""
-    assert settings.password is not None
     return {
         "AWS_LAMBDA_FUNCTION_NAME": "stock-events-test",
-        "DB_HOST": settings.host,
-        "DB_PORT": str(settings.port),
-        "DB_NAME": settings.name,
-        "DB_USER": settings.user or "",
-        "DB_AUTH": "password",
-        "DB_PASSWORD": settings.password,
-        **tls_env(None),
-        "DB_APPLICATION_NAME": f"lambda-test-{secrets.token_hex(4)}",
+        **replace(settings, application_name=f"lambda-test-{secrets.token_hex(4)}").to_env(),
     }
 
 

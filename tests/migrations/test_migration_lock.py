@@ -10,13 +10,14 @@ import subprocess
 import sys
 import time
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
 import pytest
 from alembic.script import ScriptDirectory
 
-from scripts.devdb import REPO, alembic_config
+from scripts.devdb import REPO, alembic_config, local_settings
 from scripts.localpg import tls_env
 
 pytestmark = pytest.mark.slow
@@ -31,17 +32,20 @@ def target(empty_db, pg_cluster):
     """The migration task's environment for the empty database, and a superuser DSN."""
     engine, role = empty_db
     dbname = engine.url.database
+    login = local_settings(
+        host=pg_cluster.host,
+        port=pg_cluster.port,
+        dbname=dbname,
+        user=pg_cluster.user,
+        password=pg_cluster.password,
+        **tls_env(pg_cluster.ca_file),
+    )
+    # No statement timeout, as cfn/migration.yaml sets it, nor the socket timeout from_env
+    # derives from one.
+    migration = replace(login, iam_user=role, statement_timeout_ms=0, socket_timeout=0)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("DB_", "MIGRATION_"))},
-        "DB_HOST": pg_cluster.host,
-        "DB_PORT": str(pg_cluster.port),
-        "DB_NAME": dbname,
-        "DB_USER": pg_cluster.user,
-        "DB_AUTH": "password",
-        "DB_PASSWORD": pg_cluster.password,
-        "DB_IAM_USER": role,
-        "DB_STATEMENT_TIMEOUT_MS": "0",  # as cfn/migration.yaml sets it
-        **tls_env(pg_cluster.ca_file),
+        **migration.to_env(),
     }
     dsn = {
         "host": pg_cluster.host,

@@ -1,8 +1,12 @@
-"""Settings.from_env: defaults, and one clear error per bad variable (no database)."""
+"""Settings.from_env: defaults, and one clear error per bad variable; Settings.to_env,
+its inverse (no database)."""
+
+from dataclasses import fields, replace
 
 import pytest
 
 from dataaccess import Settings, SettingsError
+from dataaccess.settings import ENV_VARS
 
 BASE = {
     "DB_HOST": "writer.example",
@@ -194,3 +198,98 @@ def test_settings_are_immutable():
     settings = Settings.from_env(env())
     with pytest.raises(AttributeError):
         settings.host = "elsewhere"  # type: ignore[misc]
+
+
+# -- to_env: the DB_* variables that give the settings back -------------------------
+
+SECRET = env(DB_AUTH="secret", DB_USER=None, DB_SECRET_ID="arn:secret")
+ROUND_TRIPS = {
+    "password, reader": env(DB_AUTH="password", DB_PASSWORD="pw", DB_READER_HOST="reader.example"),
+    "iam, verify-full": env(DB_PORT="6543", **VERIFIED),
+    "secret, no user": SECRET,
+    "proxy": env(
+        DB_PROXY="true",
+        DB_HOST=PROXY_ENDPOINT,
+        DB_READER_HOST="ro.endpoint.proxy-a1b2c3.eu-west-1.rds.amazonaws.com",
+        DB_IAM_HOST=PROXY_ENDPOINT,
+    ),
+    "lambda": env(AWS_LAMBDA_FUNCTION_NAME="fn", DB_CONNECT_RETRY_BUDGET="3", **VERIFIED),
+    "no statement timeout": env(DB_STATEMENT_TIMEOUT_MS="0"),
+    "socket timeout of another statement timeout": env(
+        DB_STATEMENT_TIMEOUT_MS="1500", DB_SOCKET_TIMEOUT="35"
+    ),
+    "tuned": env(
+        DB_POOL_SIZE="9",
+        DB_MAX_OVERFLOW="0",
+        DB_POOL_RECYCLE="-1",
+        DB_POOL_PRE_PING_IDLE="0",
+        DB_CONNECT_TIMEOUT="2",
+        DB_KEEPALIVES_IDLE="4",
+        DB_KEEPALIVES_INTERVAL="2",
+        DB_KEEPALIVES_COUNT="5",
+        DB_APPLICATION_NAME="reports",
+        DB_SECRET_TTL="0",
+        DB_SECRET_RETRY_WINDOW="0",
+        DB_IAM_USER="app_writer",
+    ),
+}
+
+
+@pytest.mark.parametrize("environ", ROUND_TRIPS.values(), ids=ROUND_TRIPS.keys())
+def test_to_env_reads_back_as_the_same_settings(environ):
+    settings = Settings.from_env(environ)
+
+    assert Settings.from_env(settings.to_env(), runtime=settings.runtime) == settings
+
+
+def test_to_env_reads_back_as_the_same_migration_settings():
+    settings = Settings.from_env(env(DB_IAM_USER="app_writer"), runtime="migration")
+
+    assert Settings.from_env(settings.to_env(), runtime="migration") == settings
+
+
+def test_to_env_writes_the_login_and_only_what_is_not_the_default():
+    settings = Settings.from_env(env(**VERIFIED))
+
+    assert settings.to_env() == {
+        "DB_HOST": "writer.example",
+        "DB_PORT": "5432",
+        "DB_NAME": "app",
+        "DB_USER": "app_iam",
+        "DB_AUTH": "iam",
+        "DB_REGION": "eu-west-1",
+        "DB_SSLMODE": "verify-full",
+        "DB_SSLROOTCERT": __file__,
+    }
+    tuned = replace(settings, pool_size=9, statement_timeout_ms=1500, socket_timeout=7)
+    assert tuned.to_env().keys() - settings.to_env().keys() == {
+        "DB_POOL_SIZE",
+        "DB_STATEMENT_TIMEOUT_MS",  # the socket timeout is its default for 1.5 s
+    }
+
+
+def test_an_unverified_sslmode_carries_its_opt_in():
+    assert Settings.from_env(env()).to_env()["DB_ALLOW_INSECURE_TLS"] == "true"
+
+
+def test_another_runtime_keeps_its_own_connect_budget():
+    service = Settings.from_env(env())
+    assert Settings.from_env(service.to_env(), runtime="migration").connect_retry_budget == 300
+    patient = replace(service, connect_retry_budget=7)
+    assert Settings.from_env(patient.to_env(), runtime="migration").connect_retry_budget == 7
+
+
+def test_to_env_writes_only_a_password_the_settings_log_in_with():
+    local = Settings.from_env(env(DB_AUTH="password", DB_PASSWORD="hunter2-secret"))
+    assert local.to_env()["DB_PASSWORD"] == "hunter2-secret"
+    for auth in ("iam", "secret"):
+        assert "DB_PASSWORD" not in replace(local, auth=auth, secret_id="arn:secret").to_env()
+    secret = Settings.from_env(SECRET).to_env()
+    assert (secret["DB_SECRET_ID"], "DB_PASSWORD" in secret) == ("arn:secret", False)
+
+
+def test_every_setting_is_a_variable_of_env_vars():
+    """So to_env writes only documented variables: tests/infra/test_docs.py holds
+    docs/configuration.md to ENV_VARS."""
+    variables = {f"DB_{field.name.upper()}" for field in fields(Settings)} - {"DB_RUNTIME"}
+    assert variables <= set(ENV_VARS)
