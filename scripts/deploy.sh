@@ -9,7 +9,8 @@
 #   4. migration stack, then `alembic upgrade head` as a one-off Fargate task;
 #      the deploy stops unless its container exits 0
 #   5. ecs-api stack (service update to the migrated image)
-#   6. lambda zip upload and lambda stack (function update)
+#   6. lambda zip upload and lambda stack (function update, and a new version for
+#      the alias `live` that every trigger invokes)
 #   7. dashboard stack
 #
 # The API load balancer is internal unless --public (or PUBLIC_API=true) asks
@@ -67,6 +68,8 @@ Functions and operators:
                                connections) at most, 2-1000; needs no quota
   LAMBDA_RESERVED_CONCURRENCY=true|false (false)  also reserve that concurrency
                                (needs an account quota above 100 plus it)
+  LAMBDA_SNAPSTART=on|off (off)  SnapStart on the functions' published versions
+                               (billed per version cached and per restore)
   OPERATOR_ACCESS=true|false (false)  ECS Exec on the API tasks, the operator IAM
                                group and its port forwarding to the database
 USAGE
@@ -192,6 +195,7 @@ XRAY_DAEMON_IMAGE="${XRAY_DAEMON_IMAGE:-}"
 WAF_RATE_LIMIT_PER_5MIN="${WAF_RATE_LIMIT_PER_5MIN:-2000}"
 STOCK_EVENTS_MAX_CONCURRENCY="${STOCK_EVENTS_MAX_CONCURRENCY:-5}"
 LAMBDA_RESERVED_CONCURRENCY="${LAMBDA_RESERVED_CONCURRENCY:-false}"
+LAMBDA_SNAPSTART="${LAMBDA_SNAPSTART:-off}"
 OPERATOR_ACCESS="${OPERATOR_ACCESS:-false}"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 TF_VARS_FILE="$BUILD_DIR/terraform.tfvars.json"
@@ -258,6 +262,8 @@ fi
   die "STOCK_EVENTS_MAX_CONCURRENCY must be 2 to 1000 (the SQS event source's limits), not '$STOCK_EVENTS_MAX_CONCURRENCY'"
 [[ "$LAMBDA_RESERVED_CONCURRENCY" == true || "$LAMBDA_RESERVED_CONCURRENCY" == false ]] ||
   die "LAMBDA_RESERVED_CONCURRENCY must be true or false, not '$LAMBDA_RESERVED_CONCURRENCY'"
+[[ "$LAMBDA_SNAPSTART" == on || "$LAMBDA_SNAPSTART" == off ]] ||
+  die "LAMBDA_SNAPSTART must be on or off, not '$LAMBDA_SNAPSTART'"
 [[ "$OPERATOR_ACCESS" == true || "$OPERATOR_ACCESS" == false ]] ||
   die "OPERATOR_ACCESS must be true or false, not '$OPERATOR_ACCESS'"
 
@@ -613,17 +619,36 @@ else
     "s3://$ARTIFACT_BUCKET/$CODE_KEY uploaded (SHA-256 verified)"
 fi
 
-deploy_stack lambda \
-  "CodeS3Bucket=$ARTIFACT_BUCKET" \
-  "CodeS3Key=$CODE_KEY" \
-  "StockEventsRoleArn=$STOCK_EVENTS_ROLE_ARN" \
-  "ReportRoleArn=$REPORT_ROLE_ARN" \
-  "AlarmTopicArn=$ALARM_TOPIC_ARN" \
-  "DbProxyEndpoint=$PROXY_ENDPOINT" \
-  "DbProxyReaderEndpoint=$PROXY_READER_ENDPOINT" \
-  "Tracing=$LAMBDA_TRACING" \
-  "StockEventsMaxConcurrency=$STOCK_EVENTS_MAX_CONCURRENCY" \
+LAMBDA_PARAMETERS=(
+  "CodeS3Bucket=$ARTIFACT_BUCKET"
+  "CodeS3Key=$CODE_KEY"
+  "StockEventsRoleArn=$STOCK_EVENTS_ROLE_ARN"
+  "ReportRoleArn=$REPORT_ROLE_ARN"
+  "AlarmTopicArn=$ALARM_TOPIC_ARN"
+  "DbProxyEndpoint=$PROXY_ENDPOINT"
+  "DbProxyReaderEndpoint=$PROXY_READER_ENDPOINT"
+  "Tracing=$LAMBDA_TRACING"
+  "StockEventsMaxConcurrency=$STOCK_EVENTS_MAX_CONCURRENCY"
   "ReservedConcurrency=$LAMBDA_RESERVED_CONCURRENCY"
+  "SnapStart=$LAMBDA_SNAPSTART"
+)
+# The triggers invoke the alias `live`, on a published version, which freezes the
+# code and the configuration both; CloudFormation publishes a new one only when
+# FunctionRevision changes. So it names the zip (its SHA-256) and everything else
+# a version freezes: this template and the stack's parameters (a proxy switched
+# off must reach the alias before the proxy goes). The same state gives the same
+# revision, so a re-run publishes nothing (and snapshots nothing).
+if ((DRY_RUN)); then
+  FUNCTION_REVISION='<zip-sha256-12>-<config-sha256-12>'
+else
+  lambda_config="$(printf '%s\n' "$PREFIX" "${LAMBDA_PARAMETERS[@]}" && cat cfn/lambda.yaml)"
+  config_sha="$(sha256sum <<<"$lambda_config")"
+  config_sha="${config_sha%% *}"
+  [[ "$config_sha" =~ ^[0-9a-f]{64}$ ]] || die "sha256sum gave '$config_sha' for the lambda stack's configuration"
+  FUNCTION_REVISION="${ZIP_SHA:0:12}-${config_sha:0:12}"
+fi
+say "functions: revision $FUNCTION_REVISION, SnapStart $LAMBDA_SNAPSTART, invoked through the alias live"
+deploy_stack lambda "${LAMBDA_PARAMETERS[@]}" "FunctionRevision=$FUNCTION_REVISION"
 
 # DB_PROXY=off with a proxy left over: the functions use the cluster now, so the
 # proxy can go, and after it its role and the grants through it.

@@ -82,6 +82,7 @@ FAKE_TOOL = """#!/usr/bin/env bash
 printf '%s %s\\n' "$(basename "$0")" "$*" >>"$FAKE_LOG"
 case "$(basename "$0") $*" in
   "terraform "*output*) echo arn:aws:iam::111122223333:role/fake ;;
+  "sha256sum ") /usr/bin/sha256sum ;;  # stdin: the lambda stack's configuration
   "sha256sum "*) echo "$FAKE_ZIP_SHA256  build/lambda.zip" ;;
   "make tf-plan "*) printf 'tfvars %s\\n' "$(cat "${2#TF_VARS_FILE=}")" >>"$FAKE_LOG" ;;
   "docker manifest inspect"*)
@@ -762,6 +763,61 @@ def test_functions_are_capped_by_the_event_source_not_by_a_reservation(dry_run, 
     )
     lambda_ = overrides(stack_line(lines, "lambda"))
     assert (lambda_["StockEventsMaxConcurrency"], lambda_["ReservedConcurrency"]) == ("20", "true")
+
+
+def test_snapstart_is_off_unless_asked_for(dry_run, fake_path):
+    assert overrides(stack_line(dry_run, "lambda"))["SnapStart"] == "off"
+    lines = dry_run_with(fake_path, LAMBDA_SNAPSTART="on")
+    assert overrides(stack_line(lines, "lambda"))["SnapStart"] == "on"
+
+
+def test_a_dry_run_shows_the_function_revision_it_would_derive(dry_run):
+    lambda_ = overrides(stack_line(dry_run, "lambda"))
+    assert lambda_["FunctionRevision"] == "<zip-sha256-12>-<config-sha256-12>"
+
+
+def function_revision(fake_path, **extra: str) -> str:
+    """The FunctionRevision a real run (stand-in tools) gives the lambda stack."""
+    env, log = fake_path
+    log.write_text("")
+    result = deploy(real_env(env, migration_exit="0") | extra)
+    assert result.returncode == 0, result.stderr
+    return deployed_with(calls_of(log), "lambda")["FunctionRevision"]
+
+
+def test_the_function_revision_names_the_zip_and_the_configuration(fake_path, templates):
+    """The alias live stays on the published version until the version's Description
+    changes: a new zip, template or parameter must each publish, the same state none."""
+    first = function_revision(fake_path)
+    zip_part, config_part = first.split("-")
+    assert zip_part == ZIP_SHA256[:12]
+    assert re.fullmatch(r"[0-9a-f]{12}", config_part)
+    assert re.fullmatch(
+        templates["lambda"]["Parameters"]["FunctionRevision"]["AllowedPattern"], first
+    )
+    assert function_revision(fake_path) == first  # a re-run publishes nothing
+    for extra in ({"LAMBDA_SNAPSTART": "on"}, {"LAMBDA_TRACING": "PassThrough"}):
+        other = function_revision(fake_path, **extra)
+        assert other.split("-")[0] == zip_part, extra
+        assert other != first, extra
+
+
+def test_the_function_revision_follows_the_proxy(fake_path):
+    """DB_PROXY=off must reach the alias (a new version) before the proxy is deleted."""
+    env, _ = fake_path
+    with_proxy = function_revision(fake_path, DB_PROXY="on")
+    Path(f"{env['FAKE_LOG']}.proxy").touch()
+    without = function_revision(fake_path)
+    assert with_proxy != without
+
+
+def test_bad_snapstart_is_refused_before_anything_runs(fake_path):
+    env, log = fake_path
+    result = deploy(env | {"LAMBDA_SNAPSTART": "yes"}, "--dry-run")
+    assert result.returncode != 0
+    assert "LAMBDA_SNAPSTART must be on or off" in result.stderr
+    assert result.stdout == ""
+    assert log.read_text() == ""
 
 
 def test_operator_access_is_off_unless_asked_for_and_reaches_every_part(dry_run, fake_path):

@@ -174,8 +174,11 @@ CREATES_NO_LOG_GROUP = {
     "AWS::IAM::Role",
     "AWS::KMS::Alias",
     "AWS::KMS::Key",
+    # A version or an alias logs where its function does (LoggingConfig).
+    "AWS::Lambda::Alias",
     "AWS::Lambda::EventSourceMapping",
     "AWS::Lambda::Permission",
+    "AWS::Lambda::Version",
     "AWS::Logs::LogGroup",
     "AWS::RDS::DBClusterParameterGroup",
     "AWS::RDS::DBProxyEndpoint",
@@ -207,7 +210,7 @@ EVERYTHING_ON = {
         "PrivateRouteTableIds": "rtb-0aaa1111bbbb2222c",
         "OperatorAccess": "true",
     },
-    "lambda": {"ReservedConcurrency": "true", "Tracing": "PassThrough"},
+    "lambda": {"ReservedConcurrency": "true", "Tracing": "PassThrough", "SnapStart": "on"},
 }
 
 

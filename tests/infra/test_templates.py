@@ -309,7 +309,10 @@ def test_functions_run_in_the_vpc_on_a_current_python(templates, resolver, funct
 def test_stock_events_consume_sqs_with_partial_batch_responses_and_a_dlq(templates, resolver):
     template = templates["lambda"]
     mapping = only(template, "AWS::Lambda::EventSourceMapping")["Properties"]
-    assert mapping["FunctionName"] == {"Ref": "StockEventsFunction"}
+    # Through the alias live, on the published version (tests/infra/test_snapstart.py).
+    assert mapping["FunctionName"] == {"Ref": "StockEventsLiveAlias"}
+    alias = template["Resources"]["StockEventsLiveAlias"]["Properties"]
+    assert alias["FunctionName"] == {"Ref": "StockEventsFunction"}
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     queue_name = mapping["EventSourceArn"]["Fn::GetAtt"][0]
     queue = template["Resources"][queue_name]["Properties"]
@@ -326,9 +329,12 @@ def test_report_runs_on_a_schedule(templates):
     template = templates["lambda"]
     rule = only(template, "AWS::Events::Rule")["Properties"]
     assert rule["ScheduleExpression"] == {"Ref": "ReportSchedule"}
-    assert rule["Targets"][0]["Arn"] == {"Fn::GetAtt": ["ReportFunction", "Arn"]}
+    assert rule["Targets"][0]["Arn"] == {"Ref": "ReportLiveAlias"}
+    alias = template["Resources"]["ReportLiveAlias"]["Properties"]
+    assert alias["FunctionName"] == {"Ref": "ReportFunction"}
     permission = only(template, "AWS::Lambda::Permission")["Properties"]
     assert permission["Principal"] == "events.amazonaws.com"
+    assert permission["FunctionName"] == {"Ref": "ReportLiveAlias"}
 
 
 def test_every_function_has_an_error_alarm(templates):
