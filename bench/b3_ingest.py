@@ -122,12 +122,9 @@ def run(bdb: BenchDB, sizes: Sizes) -> Row:
             f"{DEFAULT_CHUNK_SIZE}, one commit per chunk, {DUPLICATE_SHARE:.0%} redelivered "
             "duplicates; events spread over "
             f"{PRODUCTS} products.",
-            "ours: `dataaccess.ingest.ingest_stock_events`, per chunk, when every event fits "
-            "and none is in the ledger yet (as here): one statement locks the chunk's products "
-            "FOR NO KEY UPDATE in sku order, replays each product's events on the locked "
-            "stock (a running sum), inserts the ledger rows (ON CONFLICT DO NOTHING) and "
-            "moves the stock; otherwise the events are decided in Python (an unknown SKU or "
-            "a stock out of range rejects that event alone). The ledger is append-only.",
+            "ours: `dataaccess.ingest.ingest_stock_events` (its docstring tells how): per "
+            "chunk, the products locked in sku order, the events decided on the locked stock, "
+            "one statement that records them and moves the stock, and a commit.",
             "baseline: psycopg2 execute_values INSERT ... SELECT FROM (VALUES ...) JOIN products "
             "ON CONFLICT DO NOTHING RETURNING, then one execute_values UPDATE with the net "
             "delta per product (a negative stock would fail the whole chunk on the CHECK).",

@@ -1,31 +1,34 @@
-"""Batch ingest of stock events: the set-based twin of `services.apply_stock_event`.
+"""Stock events, applied exactly once: the one place an event is decided.
 
-The same exactly-once rules, a chunk at a time instead of an event at a time:
+The rules, the same for a batch from SQS and for a single event
+(`apply_stock_event` is a batch of one):
 
 - an event's ledger row and its stock change commit in the same transaction;
 - an event id already in the ledger, or repeated within the batch (the first
   occurrence wins), is a duplicate and has no effect;
 - an event is *rejected* (not applied, not recorded in the ledger, so a later
   retry may still apply it) when it is invalid, names an unknown SKU, or would
-  take its product's stock below zero. Events of one product apply in batch
-  order, exactly as if `apply_stock_event` were called for each in turn; a
-  rejection never fails the rest of the batch, so an SQS consumer can report
-  just the rejected ids as partial batch failures.
+  take its product's stock below zero or past the column's range. Events of one
+  product apply in batch order; a rejection never fails the rest of the batch,
+  so an SQS consumer can report just the rejected ids as partial batch failures.
 
-Per chunk, in the common case, one statement and a commit: it locks the
-chunk's products FOR NO KEY UPDATE in sku order (the order `place_order` locks
-in, so orders and ingests queue instead of deadlocking), replays each
-product's events in batch order on the locked stock, and, when every event fits
-(a known SKU, a stock within range at every step), inserts the ledger rows and
-moves the stock. When some event does not fit, the locked stock comes back, the
-events are replayed in Python (those that would take the stock below zero or
-past the column's range are rejected) and the rest recorded by a second
-statement. When an insert finds an id the ledger already holds (a
-redelivery), the stock is left alone, the chunk is rolled back, and it is
-decided again with the ledger read after the locks: that read sees any ledger
-row of a transaction it waited for, since another delivery of the same event
-locks the same product. Nothing is ever deleted: the ledger is append-only,
-and the application role has no DELETE on it.
+Each chunk of events is one transaction of two statements and a commit:
+
+1. lock the chunk's products and read their stock (`ProductRepository.lock_stock`,
+   in the order every writer of stock locks in);
+2. `decide` replays the events in batch order on the locked stock, and one
+   statement records the accepted ones in the ledger and moves the stock
+   (`StockEventRepository.record_and_apply`).
+
+Step 2 assumes that none of the chunk's ids is in the ledger yet, which is true
+unless SQS redelivers an event that was applied. When one is, the ledger's
+primary key refuses the insert, nothing of the chunk is kept, and the chunk
+runs again, this time reading which of its ids the ledger holds right after
+the locks: that read sees the ledger row of any transaction the locks waited
+for, since another delivery of the same event names the same product. The one
+race the locks cannot order, the same id arriving with another SKU after that
+read, fails the chunk (`LedgerRaceError`). Nothing is ever deleted: the ledger
+is append-only, and the application role has no DELETE on it.
 """
 
 from __future__ import annotations
@@ -33,10 +36,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from sqlalchemy.exc import IntegrityError
+
 from .errors import DomainError, InsufficientStockError, InvalidRequestError, ProductNotFoundError
 from .models import MAX_INT32
 from .records import StockEventIn as StockEventIn
-from .repositories import NewStockEvent, StockLevel
+from .repositories import LEDGER_KEY, NewStockEvent, StockLevel
 from .uow import UnitOfWork
 
 DEFAULT_CHUNK_SIZE = 1000
@@ -60,6 +65,13 @@ class IngestResult:
         self.applied.extend(other.applied)
         self.duplicates.extend(other.duplicates)
         self.rejected.extend(other.rejected)
+
+
+class LedgerRaceError(RuntimeError):
+    """Another transaction recorded one of a chunk's ids after the chunk read the ledger.
+
+    Nothing of the chunk is committed; running it again treats those ids as duplicates.
+    """
 
 
 def ingest_stock_events(
@@ -95,14 +107,54 @@ def ingest_stock_events(
 def apply_stock_event(uow: UnitOfWork, event: StockEventIn) -> bool:
     """Apply one stock movement exactly once; False when its id was applied before.
 
-    The batch path with a batch of one, so there is one set of exactly-once
-    rules: the ledger row and the stock change commit together, and an unknown
-    SKU or a stock that would go below zero raises instead of being recorded.
+    An unknown SKU or a stock that would go below zero raises instead of being recorded.
     """
     result = ingest_stock_events(uow, [event])
     if result.rejected:
         raise result.rejected[0].error
     return bool(result.applied)
+
+
+def decide(
+    chunk: Sequence[StockEventIn], levels: Mapping[str, StockLevel], in_ledger: set[str]
+) -> tuple[list[NewStockEvent], IngestResult]:
+    """Replay the chunk's events in batch order on the locked stock of their products.
+
+    `levels` is the stock by SKU, read under the products' row locks, so it is
+    the truth until the commit; `in_ledger` the ids the ledger already holds.
+    Returns the events to record and apply, and what becomes of each event once
+    they are. Pure: no statement runs here.
+    """
+    stock = {sku: level.stock for sku, level in levels.items()}
+    accepted: list[NewStockEvent] = []
+    result = IngestResult()
+    for event in chunk:
+        if event.event_id in in_ledger:
+            result.duplicates.append(event.event_id)
+            continue
+        level = levels.get(event.sku)
+        if level is None:
+            result.rejected.append(RejectedEvent(event.event_id, ProductNotFoundError(event.sku)))
+            continue
+        before = stock[event.sku]
+        after = before + event.delta
+        if after < 0:
+            error: DomainError = InsufficientStockError(event.sku, -event.delta, before)
+            result.rejected.append(RejectedEvent(event.event_id, error))
+        elif after > MAX_INT32:
+            error = InvalidRequestError(
+                f"event {event.event_id} would take the stock of {event.sku} past {MAX_INT32}"
+            )
+            result.rejected.append(RejectedEvent(event.event_id, error))
+        else:
+            stock[event.sku] = after
+            accepted.append(
+                NewStockEvent(
+                    event.event_id, level.id, event.delta, event.reason, event.occurred_at
+                )
+            )
+            result.applied.append(event.event_id)
+    return accepted, result
 
 
 def _invalid(event: StockEventIn) -> DomainError | None:
@@ -115,88 +167,29 @@ def _invalid(event: StockEventIn) -> DomainError | None:
     return None
 
 
-class LedgerRaceError(RuntimeError):
-    """Another transaction recorded one of a chunk's event ids after the chunk read the ledger.
-
-    Only an id that arrived with a different SKU can get there (the same SKU
-    waits on the chunk's product lock). Nothing of the chunk is committed; a
-    retry reads the other transaction's ledger row and treats the id as a duplicate.
-    """
-
-
 def _ingest_chunk(uow: UnitOfWork, chunk: Sequence[StockEventIn]) -> IngestResult:
-    """One transaction: lock the products, decide, record and apply what fits.
+    try:
+        return _apply_chunk(uow, chunk, read_ledger=False)
+    except LedgerRaceError:  # rolled back: a redelivery, most likely; now read the ledger
+        return _apply_chunk(uow, chunk, read_ledger=True)
 
-    The common case is one statement: every event fits and none is in the
-    ledger yet. When some event does not fit, the locked stock comes back and
-    the events are replayed here, then the ones that fit are recorded. When the
-    insert finds ids already in the ledger (redeliveries), their deltas must
-    not have counted in the replay: the chunk is undone and decided again with
-    the ledger read after the locks.
-    """
-    levels, inserted = uow.stock_events.apply_if_all_fit(chunk)
-    refused: dict[str, DomainError] = {}
-    expected = len(chunk)
-    if not inserted:  # some event did not fit (or every one was in the ledger)
-        accepted, refused = _decide(chunk, levels, in_ledger=set())
-        inserted = uow.stock_events.record_and_apply(accepted)
-        expected = len(accepted)
-    if len(inserted) != expected:
+
+def _apply_chunk(
+    uow: UnitOfWork, chunk: Sequence[StockEventIn], *, read_ledger: bool
+) -> IngestResult:
+    """One transaction: the steps of the module's docstring, then the commit."""
+    levels = uow.products.lock_stock(sorted({e.sku for e in chunk}))
+    in_ledger = uow.stock_events.recorded([e.event_id for e in chunk]) if read_ledger else set()
+    accepted, result = decide(chunk, levels, in_ledger)
+    try:
+        uow.stock_events.record_and_apply(accepted)
+    except IntegrityError as exc:
         uow.rollback()
-        levels = uow.products.lock_stock(list({e.sku for e in chunk}))
-        in_ledger = uow.stock_events.recorded([e.event_id for e in chunk])
-        accepted, refused = _decide(chunk, levels, in_ledger)
-        inserted = uow.stock_events.record_and_apply(accepted)
-        if len(inserted) != len(accepted):
-            uow.rollback()
+        if getattr(getattr(exc.orig, "diag", None), "constraint_name", None) == LEDGER_KEY:
             raise LedgerRaceError(
-                f"{len(accepted) - len(inserted)} event id(s) were recorded by another "
-                "transaction while this chunk was applied; nothing of the chunk was committed"
-            )
+                "another transaction recorded one of this chunk's event ids while the chunk "
+                "was applied; nothing of the chunk was committed"
+            ) from exc
+        raise
     uow.commit()
-
-    result = IngestResult()
-    for event in chunk:
-        if event.event_id in refused:
-            result.rejected.append(RejectedEvent(event.event_id, refused[event.event_id]))
-        elif event.event_id in inserted:
-            result.applied.append(event.event_id)
-        else:
-            result.duplicates.append(event.event_id)
     return result
-
-
-def _decide(
-    chunk: Sequence[StockEventIn], levels: Mapping[str, StockLevel], in_ledger: set[str]
-) -> tuple[list[NewStockEvent], dict[str, DomainError]]:
-    """Replay each product's new events in batch order on its locked stock.
-
-    The rows are locked, so this stock is the truth until the commit. Returns
-    the events that fit, and the reason each refused one does not.
-    """
-    stock = {sku: level.stock for sku, level in levels.items()}
-    accepted: list[NewStockEvent] = []
-    refused: dict[str, DomainError] = {}
-    for event in chunk:
-        if event.event_id in in_ledger:
-            continue
-        level = levels.get(event.sku)
-        if level is None:
-            refused[event.event_id] = ProductNotFoundError(event.sku)
-            continue
-        before = stock[event.sku]
-        after = before + event.delta
-        if after < 0:
-            refused[event.event_id] = InsufficientStockError(event.sku, -event.delta, before)
-        elif after > MAX_INT32:
-            refused[event.event_id] = InvalidRequestError(
-                f"event {event.event_id} would take the stock of {event.sku} past {MAX_INT32}"
-            )
-        else:
-            stock[event.sku] = after
-            accepted.append(
-                NewStockEvent(
-                    event.event_id, level.id, event.delta, event.reason, event.occurred_at
-                )
-            )
-    return accepted, refused

@@ -1,5 +1,8 @@
 """Typed SQLAlchemy 2.x models of the inventory-and-orders domain.
 
+They define the schema (Alembic's autogenerate compares the migrations with
+them) and the tables the repositories' Core statements are built from; they
+are also mapped classes, for ad-hoc ORM work through `UnitOfWork.session`.
 The naming convention gives every constraint a stable name, so Alembic's
 autogenerate and hand-written migrations agree and downgrades can drop by name.
 """
@@ -37,8 +40,8 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    # Fetch server-side defaults (ids, timestamps) with RETURNING at flush, so
-    # objects stay readable after their unit of work has closed.
+    # ORM use: fetch server-side defaults (ids, timestamps) with RETURNING at
+    # flush, so objects stay readable after their unit of work has closed.
     __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012 (SQLAlchemy reads it per class)
 
 
@@ -99,8 +102,8 @@ class Order(Base):
     created_at: Mapped[dt.datetime] = _now()
     cancelled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
-    # Loaded explicitly by the repository (selectinload), never behind a caller's
-    # back: "raise" turns an accidental lazy load into an error, not a hidden query.
+    # ORM use only (the repositories read lines with a join): "raise" turns an
+    # accidental lazy load into an error, not a hidden query.
     lines: Mapped[list[OrderLine]] = relationship(
         back_populates="order", lazy="raise", order_by="OrderLine.id"
     )

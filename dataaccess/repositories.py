@@ -1,29 +1,39 @@
-"""Repositories: SQLAlchemy Core statements on a unit of work's connection, returning records.
+"""Repositories: SQLAlchemy statements on a unit of work's connection, returning records.
 
-They never begin, commit or close anything. Every statement is built once, at
-import: SQLAlchemy then finds its compiled form in the cache on each call, and
-the result rows become frozen records (`records.py`) without the ORM's identity
-map and change tracking, which on a point read cost more than the query.
+They never begin, commit or close anything. Statements are built once, at
+import, so SQLAlchemy finds their compiled form in its cache on each call.
+Rows become frozen records (`records.py`) by column name: each statement
+selects the columns its record names.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import Text, any_, bindparam, func, insert, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY
-
-from .models import MAX_INT32, Base, StockEvent
-from .records import (
-    CustomerRecord,
-    OrderLineRecord,
-    OrderRecord,
-    ProductRecord,
-    StockEventIn,
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    Table,
+    Text,
+    any_,
+    bindparam,
+    column,
+    func,
+    insert,
+    select,
+    text,
+    update,
+    values,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Row
+from sqlalchemy.sql.elements import ColumnElement
+
+from .models import Base
+from .records import CustomerRecord, OrderLineRecord, OrderRecord, ProductRecord
 
 if TYPE_CHECKING:
     from .uow import UnitOfWork
@@ -32,21 +42,41 @@ _customers = Base.metadata.tables["customers"]
 _products = Base.metadata.tables["products"]
 _orders = Base.metadata.tables["orders"]
 _lines = Base.metadata.tables["order_lines"]
+_stock_events = Base.metadata.tables["stock_events"]
 
-_CUSTOMER = (_customers.c.id, _customers.c.email, _customers.c.name, _customers.c.created_at)
+# The ledger's primary key: the constraint a second insert of an event id violates.
+LEDGER_KEY = "pk_stock_events"
+
+
+def _fields_of(table: Table, record: type) -> list[ColumnElement[Any]]:
+    """The table's columns that `record` has a field for, by name."""
+    return [table.c[f.name] for f in fields(record) if f.name in table.c]
+
+
+# -- customers --------------------------------------------------------------------
+
+_CUSTOMER = _fields_of(_customers, CustomerRecord)
 _INSERT_CUSTOMER = insert(_customers).returning(*_CUSTOMER)
 _CUSTOMER_BY_ID = select(*_CUSTOMER).where(_customers.c.id == bindparam("id"))
 
-# In ProductRecord's field order.
-_PRODUCT = (
-    _products.c.id,
-    _products.c.sku,
-    _products.c.name,
-    _products.c.price_cents,
-    _products.c.stock,
-    _products.c.created_at,
-    _products.c.updated_at,
-)
+
+class CustomerRepository:
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+
+    def add(self, *, email: str, name: str) -> CustomerRecord:
+        """Insert a customer (IntegrityError if the email is taken)."""
+        row = self.uow.execute(_INSERT_CUSTOMER, {"email": email, "name": name}).one()
+        return CustomerRecord(**row._asdict())
+
+    def get(self, customer_id: int) -> CustomerRecord | None:
+        row = self.uow.execute(_CUSTOMER_BY_ID, {"id": customer_id}).one_or_none()
+        return None if row is None else CustomerRecord(**row._asdict())
+
+
+# -- products and their stock -----------------------------------------------------
+
+_PRODUCT = _fields_of(_products, ProductRecord)
 _INSERT_PRODUCT = insert(_products).returning(*_PRODUCT)
 _PRODUCT_BY_SKU = select(*_PRODUCT).where(_products.c.sku == bindparam("sku"))
 # A None leaves the column as it is.
@@ -73,28 +103,76 @@ _LOCK_STOCK = (
     # block the foreign-key checks of inserts that reference these rows.
     .with_for_update(key_share=True)
 )
-# One statement for any number of products. Callers hold the row locks (taken
-# in sku order), so the arithmetic cannot race; the CHECK keeps stock >= 0.
-_ADJUST_STOCK = text(
-    """
-    UPDATE products AS p SET stock = p.stock + d.delta, updated_at = now()
-    FROM unnest(CAST(:ids AS bigint[]), CAST(:deltas AS integer[])) AS d(id, delta)
-    WHERE p.id = d.id
-    """
-)
 
-# In OrderRecord's field order, then the line's, in OrderLineRecord's.
-_ORDER = (
-    _orders.c.id,
-    _orders.c.customer_id,
-    _orders.c.status,
-    _orders.c.total_cents,
-    _orders.c.idempotency_key,
-    _orders.c.request_fingerprint,
-    _orders.c.created_at,
-    _orders.c.cancelled_at,
-)
-_ORDER_WIDTH = len(_ORDER)
+
+class StockLevel(NamedTuple):
+    id: int
+    price_cents: int
+    stock: int
+
+
+class ProductRepository:
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+
+    def add(self, *, sku: str, name: str, price_cents: int, stock: int) -> ProductRecord:
+        """Insert a product (IntegrityError if the sku is taken)."""
+        row = self.uow.execute(
+            _INSERT_PRODUCT, {"sku": sku, "name": name, "price_cents": price_cents, "stock": stock}
+        ).one()
+        return ProductRecord(**row._asdict())
+
+    def get_by_sku(self, sku: str) -> ProductRecord | None:
+        row = self.uow.execute(_PRODUCT_BY_SKU, {"sku": sku}).one_or_none()
+        return None if row is None else ProductRecord(**row._asdict())
+
+    def update(
+        self, sku: str, *, name: str | None = None, price_cents: int | None = None
+    ) -> ProductRecord | None:
+        """Set the name and/or price (None keeps it); None if there is no such sku."""
+        row = self.uow.execute(
+            _UPDATE_PRODUCT, {"match_sku": sku, "new_name": name, "new_price_cents": price_cents}
+        ).one_or_none()
+        return None if row is None else ProductRecord(**row._asdict())
+
+    def page(
+        self, *, after_sku: str | None, limit: int, stock_below: int | None
+    ) -> list[ProductRecord]:
+        """Products in sku order, after `after_sku` (keyset pagination)."""
+        query = select(*_PRODUCT).order_by(_products.c.sku).limit(limit)
+        if after_sku is not None:
+            query = query.where(_products.c.sku > after_sku)
+        if stock_below is not None:
+            query = query.where(_products.c.stock < stock_below)
+        return [ProductRecord(**row._asdict()) for row in self.uow.execute(query)]
+
+    def lock_stock(self, skus: Sequence[str]) -> dict[str, StockLevel]:
+        """Lock the products' rows and read their stock: the one lock order of the package.
+
+        Every writer of stock (orders, cancellations, stock events) calls this
+        first, in the same transaction, and so takes its row locks in sku order:
+        two writers queue for the rows they share instead of deadlocking.
+        """
+        rows = self.uow.execute(_LOCK_STOCK, {"skus": list(skus)})
+        return {row.sku: StockLevel(row.id, row.price_cents, row.stock) for row in rows}
+
+    def adjust_stock(self, deltas: Mapping[int, int]) -> None:
+        """Add each product id's delta to its stock, in one statement (rows locked by caller)."""
+        if not deltas:
+            return
+        change = values(column("id", BigInteger), column("delta", Integer), name="change").data(
+            list(deltas.items())
+        )
+        self.uow.execute(
+            update(_products)
+            .where(_products.c.id == change.c.id)
+            .values(stock=_products.c.stock + change.c.delta, updated_at=func.now())
+        )
+
+
+# -- orders -----------------------------------------------------------------------
+
+_ORDER = _fields_of(_orders, OrderRecord)
 _WITH_LINES = (
     select(
         *_ORDER,
@@ -114,10 +192,11 @@ _ORDER_BY_KEY = _WITH_LINES.where(
     _orders.c.customer_id == bindparam("customer_id"),
     _orders.c.idempotency_key == bindparam("key"),
 )
-# One round trip for the whole order: take the stock from the products (which
-# the caller has locked and checked), insert the order, insert its lines in
-# request order, and return them all. Data-modifying CTEs all run, in one
-# snapshot; the foreign keys (customer, products) are checked at the end.
+# Hand-written because it saves round trips B2 measures: take the stock from
+# the products (which the caller has locked and checked), insert the order and
+# its lines in request order, and return them all, in one statement. The
+# data-modifying CTEs all run, in one snapshot; the foreign keys (customer,
+# products) are checked at the end. Rows as `_WITH_LINES` returns them.
 _PLACE_ORDER = text(
     """
     WITH line AS (
@@ -137,10 +216,19 @@ _PLACE_ORDER = text(
         INSERT INTO order_lines (order_id, product_id, sku, quantity, unit_price_cents)
         SELECT placed.id, line.product_id, line.sku, line.quantity, line.unit_price_cents
         FROM placed, line ORDER BY line.n
-        RETURNING id, product_id, sku, quantity, unit_price_cents
+        RETURNING id AS line_id, product_id, sku, quantity, unit_price_cents
     )
-    SELECT placed.*, inserted.* FROM placed, inserted ORDER BY inserted.id
+    SELECT placed.*, inserted.* FROM placed, inserted ORDER BY inserted.line_id
     """
+).bindparams(
+    bindparam("product_ids", type_=ARRAY(BigInteger)),
+    bindparam("skus", type_=ARRAY(Text)),
+    bindparam("quantities", type_=ARRAY(Integer)),
+    bindparam("prices", type_=ARRAY(Integer)),
+    bindparam("customer_id", type_=BigInteger),
+    bindparam("total_cents", type_=BigInteger),
+    bindparam("idempotency_key", type_=Text),
+    bindparam("request_fingerprint", type_=Text),
 )
 _CANCEL_ORDER = (
     update(_orders)
@@ -148,119 +236,6 @@ _CANCEL_ORDER = (
     .values(status="cancelled", cancelled_at=func.now())
     .returning(_orders.c.cancelled_at)
 )
-
-_RECORDED = select(StockEvent.event_id).where(
-    StockEvent.event_id == any_(bindparam("ids", type_=ARRAY(Text)))
-)
-# The tail of both ingest statements, after a CTE `accepted` of (event_id,
-# product_id, delta, reason, occurred_at): insert the ledger rows (sorted by
-# event id, so two transactions wait on each other's keys in one order) and,
-# only when every one of them was inserted, move each product's stock by their
-# sum. When some id was already in the ledger, the caller's decisions counted a
-# delta they should not have: the stock is left alone (no CHECK can fail) and
-# the caller rolls back.
-_RECORD_ACCEPTED = """
-    recorded AS (
-        INSERT INTO stock_events (event_id, product_id, delta, reason, occurred_at)
-        SELECT event_id, product_id, delta, reason, occurred_at FROM accepted
-        ORDER BY event_id
-        ON CONFLICT (event_id) DO NOTHING
-        RETURNING event_id, product_id, delta
-    ), moved AS (
-        UPDATE products AS p SET stock = p.stock + m.delta, updated_at = now()
-        FROM (
-            SELECT product_id, sum(delta) AS delta FROM recorded GROUP BY product_id
-        ) AS m
-        WHERE p.id = m.product_id AND m.delta <> 0
-          AND (SELECT count(*) FROM recorded) = cardinality(CAST(:ids AS text[]))
-    )
-"""
-# Events already decided (by the caller, on locked stock): one round trip.
-# Returns the inserted event ids.
-_RECORD_AND_APPLY = text(
-    """
-    WITH accepted AS (
-        SELECT * FROM unnest(
-            CAST(:ids AS text[]), CAST(:product_ids AS bigint[]), CAST(:deltas AS integer[]),
-            CAST(:reasons AS text[]), CAST(:occurred AS timestamptz[])
-        ) AS e(event_id, product_id, delta, reason, occurred_at)
-    ),"""
-    + _RECORD_ACCEPTED
-    + """
-    SELECT event_id FROM recorded
-    """
-)
-
-
-class CustomerRepository:
-    def __init__(self, uow: UnitOfWork) -> None:
-        self.uow = uow
-
-    def add(self, *, email: str, name: str) -> CustomerRecord:
-        """Insert a customer (IntegrityError if the email is taken)."""
-        row = self.uow.execute(_INSERT_CUSTOMER, {"email": email, "name": name}).one()
-        return CustomerRecord(*row)
-
-    def get(self, customer_id: int) -> CustomerRecord | None:
-        row = self.uow.execute(_CUSTOMER_BY_ID, {"id": customer_id}).one_or_none()
-        return None if row is None else CustomerRecord(*row)
-
-
-class StockLevel(NamedTuple):
-    id: int
-    price_cents: int
-    stock: int
-
-
-class ProductRepository:
-    def __init__(self, uow: UnitOfWork) -> None:
-        self.uow = uow
-
-    def add(self, *, sku: str, name: str, price_cents: int, stock: int) -> ProductRecord:
-        """Insert a product (IntegrityError if the sku is taken)."""
-        row = self.uow.execute(
-            _INSERT_PRODUCT, {"sku": sku, "name": name, "price_cents": price_cents, "stock": stock}
-        ).one()
-        return ProductRecord(*row)
-
-    def get_by_sku(self, sku: str) -> ProductRecord | None:
-        row = self.uow.execute(_PRODUCT_BY_SKU, {"sku": sku}).one_or_none()
-        return None if row is None else ProductRecord(*row)
-
-    def update(
-        self, sku: str, *, name: str | None = None, price_cents: int | None = None
-    ) -> ProductRecord | None:
-        """Set the name and/or price (None keeps it); None if there is no such sku."""
-        row = self.uow.execute(
-            _UPDATE_PRODUCT, {"match_sku": sku, "new_name": name, "new_price_cents": price_cents}
-        ).one_or_none()
-        return None if row is None else ProductRecord(*row)
-
-    def page(
-        self, *, after_sku: str | None, limit: int, stock_below: int | None
-    ) -> list[ProductRecord]:
-        """Products in sku order, after `after_sku` (keyset pagination)."""
-        query = select(*_PRODUCT).order_by(_products.c.sku).limit(limit)
-        if after_sku is not None:
-            query = query.where(_products.c.sku > after_sku)
-        if stock_below is not None:
-            query = query.where(_products.c.stock < stock_below)
-        return [ProductRecord(*row) for row in self.uow.execute(query)]
-
-    def lock_stock(self, skus: Sequence[str]) -> dict[str, StockLevel]:
-        """Lock the rows in sku order and read their stock.
-
-        Every writer of stock locks products first, in this order (orders and
-        cancellations here; event ingest in its ledger statement), so they
-        queue instead of deadlocking.
-        """
-        rows = self.uow.execute(_LOCK_STOCK, {"skus": list(skus)})
-        return {sku: StockLevel(pid, price, stock) for sku, pid, price, stock in rows}
-
-    def adjust_stock(self, deltas: Mapping[int, int]) -> None:
-        """Add `delta` to each product id's stock, in one statement (rows locked by the caller)."""
-        if deltas:
-            self.uow.execute(_ADJUST_STOCK, {"ids": list(deltas), "deltas": list(deltas.values())})
 
 
 class NewLine(NamedTuple):
@@ -320,26 +295,67 @@ class OrderRepository:
         return replace(order, status="cancelled", cancelled_at=cancelled_at)
 
 
-def _order(rows: Sequence[Sequence[Any]]) -> OrderRecord:
-    """An order from rows of (order columns..., line columns...), lines in row order."""
+def _order(rows: Sequence[Row[*tuple[Any, ...]]]) -> OrderRecord:
+    """An order from rows of its columns and one line's (`line_id` ...), lines in row order."""
     head = rows[0]
     lines = tuple(
-        OrderLineRecord(*row[_ORDER_WIDTH:]) for row in rows if row[_ORDER_WIDTH] is not None
+        OrderLineRecord(
+            id=row.line_id,
+            product_id=row.product_id,
+            sku=row.sku,
+            quantity=row.quantity,
+            unit_price_cents=row.unit_price_cents,
+        )
+        for row in rows
+        if row.line_id is not None  # an order without lines (outer join)
     )
-    order_id, customer_id, status, total_cents, key, fingerprint, created_at, cancelled_at = head[
-        :_ORDER_WIDTH
-    ]
     return OrderRecord(
-        order_id,
-        customer_id,
-        status,
-        total_cents,
-        key,
-        fingerprint,
-        created_at,
-        cancelled_at,
-        lines,
+        id=head.id,
+        customer_id=head.customer_id,
+        status=head.status,
+        total_cents=head.total_cents,
+        idempotency_key=head.idempotency_key,
+        request_fingerprint=head.request_fingerprint,
+        created_at=head.created_at,
+        cancelled_at=head.cancelled_at,
+        lines=lines,
     )
+
+
+# -- the stock-event ledger -------------------------------------------------------
+
+_RECORDED = select(_stock_events.c.event_id).where(
+    _stock_events.c.event_id == any_(bindparam("ids", type_=ARRAY(Text)))
+)
+# Hand-written because one round trip for both halves matters to B3 (see
+# docs/benchmarks.md): insert the ledger rows, sorted by event id so that two
+# transactions wait on each other's keys in one order, and move each product's
+# stock by the sum of its events. An id already in the ledger fails the whole
+# statement (LEDGER_KEY): nothing is recorded and no stock moves.
+_RECORD_AND_APPLY = text(
+    """
+    WITH accepted AS (
+        SELECT * FROM unnest(
+            CAST(:event_ids AS text[]), CAST(:product_ids AS bigint[]),
+            CAST(:deltas AS integer[]), CAST(:reasons AS text[]),
+            CAST(:occurred_ats AS timestamptz[])
+        ) AS e(event_id, product_id, delta, reason, occurred_at)
+    ), recorded AS (
+        INSERT INTO stock_events (event_id, product_id, delta, reason, occurred_at)
+        SELECT event_id, product_id, delta, reason, occurred_at FROM accepted
+        ORDER BY event_id
+    )
+    UPDATE products AS p SET stock = p.stock + moved.delta, updated_at = now()
+    FROM (SELECT product_id, sum(delta) AS delta FROM accepted GROUP BY product_id) AS moved
+    WHERE p.id = moved.product_id AND moved.delta <> 0
+    """
+).bindparams(
+    bindparam("event_ids", type_=ARRAY(Text)),
+    bindparam("product_ids", type_=ARRAY(BigInteger)),
+    bindparam("deltas", type_=ARRAY(Integer)),
+    bindparam("reasons", type_=ARRAY(Text)),
+    bindparam("occurred_ats", type_=ARRAY(_stock_events.c.occurred_at.type)),
+)
 
 
 class NewStockEvent(NamedTuple):
@@ -348,43 +364,6 @@ class NewStockEvent(NamedTuple):
     delta: int
     reason: str
     occurred_at: dt.datetime
-
-
-# The common case in one round trip: lock the chunk's products FOR NO KEY UPDATE
-# in sku order, replay each product's events in batch order on the locked stock
-# (a running sum per product), and only when every event fits (known SKU, stock
-# within 0..MAX_INT32 at every step) insert all ledger rows and move the stock,
-# the latter only when every row was inserted. Returns the locked products
-# (sku, id, price, stock, NULL) and the inserted ids (NULLs, then event_id).
-_APPLY_IF_ALL_FIT = text(
-    """
-    WITH locked AS (
-        SELECT id, sku, price_cents, stock FROM products
-        WHERE sku = ANY(CAST(:skus AS text[]))
-        ORDER BY sku
-        FOR NO KEY UPDATE
-    ), event AS (
-        SELECT e.event_id, l.id AS product_id, e.delta, e.reason, e.occurred_at,
-               l.stock + sum(e.delta) OVER (PARTITION BY e.sku ORDER BY e.n) AS running
-        FROM unnest(
-            CAST(:ids AS text[]), CAST(:event_skus AS text[]), CAST(:deltas AS integer[]),
-            CAST(:reasons AS text[]), CAST(:occurred AS timestamptz[])
-        ) WITH ORDINALITY AS e(event_id, sku, delta, reason, occurred_at, n)
-        LEFT JOIN locked AS l ON l.sku = e.sku
-    ), verdict AS (
-        SELECT bool_and(product_id IS NOT NULL AND running BETWEEN 0 AND :max_stock) AS fits
-        FROM event
-    ), accepted AS (
-        SELECT event_id, product_id, delta, reason, occurred_at
-        FROM event, verdict WHERE verdict.fits
-    ),"""
-    + _RECORD_ACCEPTED
-    + """
-    SELECT CAST(sku AS text), id, price_cents, stock, CAST(NULL AS text) FROM locked
-    UNION ALL
-    SELECT NULL, NULL, NULL, NULL, event_id FROM recorded
-    """
-)
 
 
 class StockEventRepository:
@@ -399,50 +378,21 @@ class StockEventRepository:
             return set()
         return set(self.uow.execute(_RECORDED, {"ids": list(event_ids)}).scalars())
 
-    def apply_if_all_fit(
-        self, events: Sequence[StockEventIn]
-    ) -> tuple[dict[str, StockLevel], set[str]]:
-        """Lock the events' products and, when every event fits, record and apply them all.
-
-        One statement. Returns the locked stock by sku and the ids inserted: all
-        of them when everything fitted and none was in the ledger; none when
-        some event did not fit (the stock is then the caller's to replay). When
-        some ids were in the ledger already, the stock is not touched and the
-        caller must roll back.
-        """
-        rows = self.uow.execute(
-            _APPLY_IF_ALL_FIT,
-            {
-                "skus": list({e.sku for e in events}),
-                "ids": [e.event_id for e in events],
-                "event_skus": [e.sku for e in events],
-                "deltas": [e.delta for e in events],
-                "reasons": [e.reason for e in events],
-                "occurred": [e.occurred_at for e in events],
-                "max_stock": MAX_INT32,
-            },
-        ).all()
-        levels = {row[0]: StockLevel(*row[1:4]) for row in rows if row[0] is not None}
-        inserted = {row[4] for row in rows if row[4] is not None}
-        return levels, inserted
-
-    def record_and_apply(self, events: Sequence[NewStockEvent]) -> set[str]:
+    def record_and_apply(self, events: Sequence[NewStockEvent]) -> None:
         """Add the events' ledger rows and their deltas to the stock, in one statement.
 
-        The caller holds the products' row locks. Returns the ids inserted. If
-        that is not all of them (some were in the ledger already), the stock is
-        not touched, and the caller must roll back.
+        The caller holds the products' row locks and has decided the events.
+        IntegrityError on LEDGER_KEY when an id is in the ledger already.
         """
         if not events:
-            return set()
-        rows = self.uow.execute(
+            return
+        self.uow.execute(
             _RECORD_AND_APPLY,
             {
-                "ids": [e.event_id for e in events],
+                "event_ids": [e.event_id for e in events],
                 "product_ids": [e.product_id for e in events],
                 "deltas": [e.delta for e in events],
                 "reasons": [e.reason for e in events],
-                "occurred": [e.occurred_at for e in events],
+                "occurred_ats": [e.occurred_at for e in events],
             },
         )
-        return set(rows.scalars())

@@ -141,8 +141,8 @@ def place_order(
     first one made; a different request under the same key is refused. Keys are
     the customer's own: another customer's same key is another order.
     """
-    wanted = _merge_lines(lines)
-    fingerprint = _fingerprint(customer_id, wanted)
+    wanted = merge_lines(lines)
+    fingerprint = request_fingerprint(customer_id, wanted)
     if idempotency_key is not None:
         # Serialise requests that share a customer and a key, so the second waits
         # for the first to commit and then finds its order instead of racing it.
@@ -204,10 +204,11 @@ def cancel_order(uow: UnitOfWork, order_id: int) -> OrderRecord:
     return cancelled
 
 
-# -- helpers --------------------------------------------------------------------
+# -- rules (pure: tested without a database in tests/unit) ----------------------
 
 
-def _merge_lines(lines: Iterable[LineRequest]) -> dict[str, int]:
+def merge_lines(lines: Iterable[LineRequest]) -> dict[str, int]:
+    """Quantity per sku, in sku order (the order its rows are locked in), each within bounds."""
     wanted: dict[str, int] = {}
     for line in lines:
         _check_range(f"quantity of {line.sku}", line.quantity, 1, MAX_LINE_QUANTITY)
@@ -219,9 +220,13 @@ def _merge_lines(lines: Iterable[LineRequest]) -> dict[str, int]:
     return dict(sorted(wanted.items()))
 
 
-def _fingerprint(customer_id: int, wanted: dict[str, int]) -> str:
+def request_fingerprint(customer_id: int, wanted: dict[str, int]) -> str:
+    """What makes two requests under one idempotency key the same order: customer and lines."""
     canonical = json.dumps([customer_id, sorted(wanted.items())], separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# -- helpers --------------------------------------------------------------------
 
 
 def _check_range(name: str, value: int, low: int, high: int) -> None:
