@@ -39,6 +39,8 @@ def report_request(event: Any, env: Mapping[str, str] = os.environ) -> ReportReq
     params: dict[str, Any] = dict(event) if isinstance(event, dict) else {}
     if "detail-type" in params:
         # A schedule carries its time; a rule's constant input would be a plain payload.
+        if params.get("time") is None:
+            raise ReportRequestError("a schedule event must carry its time")
         params = {"until": params["time"]}
     hours = _positive_int(params, "hours", _env_int(env, "REPORT_WINDOW_HOURS", 24))
     if hours > MAX_REPORT_HOURS:
@@ -55,6 +57,8 @@ def report_request(event: Any, env: Mapping[str, str] = os.environ) -> ReportReq
     )
     if since >= until:
         raise ReportRequestError("since must be before until")
+    if until - since > dt.timedelta(hours=MAX_REPORT_HOURS):
+        raise ReportRequestError(f"since to until must span at most {MAX_REPORT_HOURS} hours")
     threshold_default = _env_int(env, "REPORT_LOW_STOCK_THRESHOLD", 10)
     return ReportRequest(
         since=since,

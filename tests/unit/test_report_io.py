@@ -134,11 +134,26 @@ def test_a_count_must_be_a_positive_integer(name, value):
         ({"since": "2024-06-01T00:00:00", "until": UNTIL}, "since must carry a timezone"),
         ({"until": "tomorrow"}, "until must be an ISO 8601 timestamp"),
         ({"until": 1717459200}, "until must be an ISO 8601 timestamp"),
+        (
+            {"since": "2023-06-03T23:00:00Z", "until": UNTIL},
+            f"since to until must span at most {report_io.MAX_REPORT_HOURS} hours",
+        ),
+        ({"detail-type": "Scheduled Event", "source": "aws.events"}, "must carry its time"),
+        ({"detail-type": "Scheduled Event", "time": None}, "must carry its time"),
     ],
 )
 def test_a_bad_window_is_refused_by_name(payload, message):
     with pytest.raises(ReportRequestError, match=message):
         report_request(payload, {})
+
+
+def test_the_longest_explicit_window_is_accepted():
+    until = dt.datetime(2024, 6, 4, tzinfo=dt.UTC)
+    since = until - dt.timedelta(hours=report_io.MAX_REPORT_HOURS)
+
+    request = report_request({"since": since.isoformat(), "until": UNTIL}, {})
+
+    assert (request.since, request.until) == (since, until)
 
 
 def test_a_window_across_offsets_compares_instants():
