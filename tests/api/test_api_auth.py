@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 from api_helpers import make_customer, make_product
 
-from api.auth import Authenticator, AuthSettings, UnauthenticatedError
+from api.auth import (
+    VERIFIED_TOKEN_SECONDS,
+    Authenticator,
+    AuthSettings,
+    ForbiddenError,
+    UnauthenticatedError,
+)
 from dataaccess import SettingsError
 from scripts.localauth import LocalIssuer
 
@@ -168,3 +174,69 @@ def test_each_bad_auth_variable_is_named(issuer, override, variable):
     with pytest.raises(SettingsError) as caught:
         AuthSettings.from_env(env)
     assert str(caught.value).startswith(variable)
+
+
+class Counted:
+    """An Authenticator whose clock the test moves, counting the tokens it verifies."""
+
+    def __init__(self, issuer: LocalIssuer, monkeypatch, **env: str) -> None:
+        self.now = 1000.0
+        settings = AuthSettings.from_env({**issuer.env(), **env})
+        self.authenticator = Authenticator(settings, clock=lambda: self.now, verified_tokens=3)
+        self.verified = 0
+        real = self.authenticator._verify
+
+        def counting(token: str) -> dict:
+            self.verified += 1
+            return real(token)
+
+        monkeypatch.setattr(self.authenticator, "_verify", counting)
+
+    def __call__(self, token: str):
+        return self.authenticator.authenticate(f"Bearer {token}")
+
+
+def test_a_verified_token_is_checked_again_only_after_a_minute(issuer, monkeypatch):
+    counted = Counted(issuer, monkeypatch)
+    token = issuer.token(customer_id=7)
+    assert counted(token).customer_id == 7
+    counted.now += VERIFIED_TOKEN_SECONDS - 1
+    assert counted(token).customer_id == 7
+    assert counted.verified == 1
+    counted.now += 1
+    assert counted(token).customer_id == 7
+    assert counted.verified == 2
+
+
+def test_a_remembered_token_is_never_trusted_past_its_expiry(issuer, monkeypatch):
+    counted = Counted(issuer, monkeypatch, AUTH_LEEWAY_SECONDS="0")
+    token = issuer.token(admin=True, lifetime=5)  # expires in 4 to 5 s
+    counted(token)
+    counted.now += 3.9
+    counted(token)
+    assert counted.verified == 1
+    counted.now += 1.2  # past exp on this clock: the token is verified again
+    counted(token)
+    assert counted.verified == 2
+
+
+def test_refused_tokens_are_not_remembered(issuer, monkeypatch):
+    counted = Counted(issuer, monkeypatch)
+    neither = issuer.token(scope="inventory/other")  # valid, but grants nothing
+    for _ in range(2):
+        with pytest.raises(ForbiddenError):
+            counted(neither)
+    assert counted.verified == 2
+
+
+def test_the_remembered_tokens_are_bounded_and_the_oldest_goes_first(issuer, monkeypatch):
+    counted = Counted(issuer, monkeypatch)  # at most 3
+    tokens = [issuer.token(customer_id=n) for n in range(1, 6)]
+    for token in tokens:
+        counted(token)
+    assert len(counted.authenticator._verified) == 3
+    for token in tokens[2:]:  # the newest three
+        counted(token)
+    assert counted.verified == 5
+    counted(tokens[0])
+    assert counted.verified == 6
