@@ -33,8 +33,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from dataaccess.models import Base
 from dataaccess.settings import Settings, SettingsError, iam_login_role
+from dataaccess.tables import metadata
 
 config = context.config
 if config.config_file_name is not None and not config.attributes.get("skip_logging_config"):
@@ -108,7 +108,7 @@ def one_migration_at_a_time(connection: Connection) -> Iterator[None]:
 def run(connection: Connection, iam_user: str) -> None:
     context.configure(
         connection=connection,
-        target_metadata=Base.metadata,
+        target_metadata=metadata,
         compare_type=True,
         compare_server_default=True,
         transaction_per_migration=True,

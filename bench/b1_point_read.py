@@ -7,8 +7,7 @@ from dataclasses import replace
 import psycopg2
 import sqlalchemy as sa
 
-from dataaccess import Database, create_engine
-from dataaccess.models import Product
+from dataaccess import Database, create_engine, tables
 
 from .harness import PRODUCTS, BenchDB, Row, Sizes, median, rng, rotate, sku, timed
 
@@ -26,7 +25,7 @@ def run(bdb: BenchDB, sizes: Sizes) -> Row:
     # SQLAlchemy Core on one held connection, same statement and transaction shape:
     # the floor of SQLAlchemy itself, without the pool, the session or the ORM.
     held = create_engine(bdb.app_settings()).connect()
-    by_sku = sa.select(Product.__table__).where(Product.__table__.c.sku == sa.bindparam("sku"))
+    by_sku = sa.select(tables.products).where(tables.products.c.sku == sa.bindparam("sku"))
     conn = psycopg2.connect(**bdb.connect_kwargs())
     # Same transaction shape as ours: psycopg2 then sends BEGIN READ ONLY itself.
     conn.set_session(readonly=True)

@@ -136,12 +136,12 @@ def with_reference_reads(app: Flask) -> dict[str, str]:
     from api.db import get_db
     from api.openapi import output_only
     from api.schemas import Problem, ProductOut
-    from dataaccess.models import Base
+    from dataaccess import tables
 
     from .baseline_app import make_pool, read_product
 
     pool: ThreadedConnectionPool = make_pool()
-    products = Base.metadata.tables["products"]
+    products = tables.products
     by_sku = sa.select(products).where(products.c.sku == sa.bindparam("sku"))
 
     def out(row: Any) -> ProductOut:

@@ -54,6 +54,7 @@ done = time.perf_counter()
 print("B7 " + json.dumps({{
     "import": imported - started, "invoke": done - imported,
     "failures": len(result["batchItemFailures"]),
+    "orm": "sqlalchemy.orm" in sys.modules,
 }}))
 """
 
@@ -245,6 +246,7 @@ def row(
         return median([s[key] for s in starts.samples[side][-measured[side] :]]) * 1e3
 
     ours_ms, base_ms, core_ms = median(ours) * 1e3, median(base) * 1e3, median(core) * 1e3
+    ours_orm = any(s["orm"] for s in starts.samples["ours"])
     costs = ", ".join(f"{name} {ms:.0f}" for name, ms in ours_costs[1])
     base_list = ", ".join(f"{name} {ms:.0f}" for name, ms in base_costs[1][:5])
     return Row(
@@ -273,7 +275,9 @@ def row(
             "ours: `lambda/handler.py`'s `stock_events_handler` as deployed: Powertools logger "
             "and metrics, `Settings.from_env`, the engine built on first use, an IAM token "
             "signed (botocore's RDS request signer), the batch applied set-based in one unit "
-            "of work, one EMF document written.",
+            "of work, one EMF document written. `sqlalchemy.orm` loaded after the first "
+            f"invocation: {'yes' if ours_orm else 'no'} (the repositories build on "
+            "`dataaccess/tables.py`'s Core tables; the ORM classes are for ad-hoc work).",
             "baseline: bench/cold_baseline.py: botocore's RDS client at module scope, "
             "`generate_db_auth_token` + `psycopg2.connect` on the first invocation, one "
             "INSERT ... ON CONFLICT and one UPDATE per record in one transaction.",
@@ -290,6 +294,7 @@ def row(
             "base_invoke_ms": part("baseline", "invoke"),
             "core_ms": core_ms,
             "logins": logins,
+            "ours_loads_orm": ours_orm,
             "cold_starts": starts.runs,
             "ours_import_costs": ours_costs[1],
         },

@@ -39,9 +39,9 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import IntegrityError
 
 from .errors import DomainError, InsufficientStockError, InvalidRequestError, ProductNotFoundError
-from .models import MAX_INT32
 from .records import StockEventIn as StockEventIn
 from .repositories import LEDGER_KEY, NewStockEvent, StockLevel
+from .tables import MAX_INT32
 from .uow import UnitOfWork
 
 DEFAULT_CHUNK_SIZE = 1000

@@ -1,6 +1,6 @@
 """The values the repositories take and return: frozen, typed, detached from any connection.
 
-The models in `models.py` define the schema; these are the values the
+The tables in `tables.py` define the schema; these are the values the
 services hand to Flask views and Lambda handlers. A record is built straight
 from a result row (no identity map, no change tracking), so it costs next to
 nothing, can be read after its unit of work has closed, and can never issue a

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import BigInteger, cast, func, select
 
 from .errors import InvalidRequestError
-from .models import Order, Product
+from .tables import orders, products
 from .uow import UnitOfWork
 
 MAX_LOW_STOCK_LIMIT = 1000
@@ -48,12 +48,12 @@ def low_stock(uow: UnitOfWork, *, threshold: int, limit: int = 100) -> list[LowS
     if not 1 <= limit <= MAX_LOW_STOCK_LIMIT:
         raise InvalidRequestError(f"limit must be between 1 and {MAX_LOW_STOCK_LIMIT}; got {limit}")
     rows = uow.execute(
-        select(Product.sku, Product.name, Product.stock)
-        .where(Product.stock < threshold)
-        .order_by(Product.stock, Product.sku)
+        select(products.c.sku, products.c.name, products.c.stock)
+        .where(products.c.stock < threshold)
+        .order_by(products.c.stock, products.c.sku)
         .limit(limit)
     )
-    return [LowStockItem(sku, name, stock) for sku, name, stock in rows]
+    return [LowStockItem(row.sku, row.name, row.stock) for row in rows]
 
 
 def order_totals(uow: UnitOfWork, *, since: dt.datetime, until: dt.datetime) -> OrderTotals:
@@ -64,15 +64,15 @@ def order_totals(uow: UnitOfWork, *, since: dt.datetime, until: dt.datetime) -> 
         raise InvalidRequestError("since must be before until")
     rows = uow.execute(
         select(
-            Order.status,
-            func.count(),
+            orders.c.status,
+            func.count().label("order_count"),
             # sum(bigint) is numeric in PostgreSQL; the totals fit a bigint.
-            cast(func.coalesce(func.sum(Order.total_cents), 0), BigInteger),
+            cast(func.coalesce(func.sum(orders.c.total_cents), 0), BigInteger).label("total"),
         )
-        .where(Order.created_at >= since, Order.created_at < until)
-        .group_by(Order.status)
+        .where(orders.c.created_at >= since, orders.c.created_at < until)
+        .group_by(orders.c.status)
     )
-    by_status = {status: StatusTotals(count, total) for status, count, total in rows}
+    by_status = {row.status: StatusTotals(row.order_count, row.total) for row in rows}
     empty = StatusTotals(0, 0)
     return OrderTotals(
         since=since,

@@ -32,17 +32,17 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Row
 from sqlalchemy.sql.elements import ColumnElement
 
-from .models import Base
+from . import tables
 from .records import CustomerRecord, OrderLineRecord, OrderRecord, ProductRecord
 
 if TYPE_CHECKING:
     from .uow import UnitOfWork
 
-_customers = Base.metadata.tables["customers"]
-_products = Base.metadata.tables["products"]
-_orders = Base.metadata.tables["orders"]
-_lines = Base.metadata.tables["order_lines"]
-_stock_events = Base.metadata.tables["stock_events"]
+_customers = tables.customers
+_products = tables.products
+_orders = tables.orders
+_lines = tables.order_lines
+_stock_events = tables.stock_events
 
 # The ledger's primary key: the constraint a second insert of an event id violates.
 LEDGER_KEY = "pk_stock_events"

@@ -26,9 +26,9 @@ from .errors import (
 )
 from .ingest import StockEventIn as StockEventIn
 from .ingest import apply_stock_event as apply_stock_event
-from .models import MAX_INT32
 from .records import CustomerRecord, OrderRecord, ProductRecord
 from .repositories import NewLine
+from .tables import MAX_INT32
 from .uow import UnitOfWork
 
 MAX_ORDER_LINES = 100

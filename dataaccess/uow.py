@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any, Self, TypeVarTuple, overload
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, CursorResult, Engine
-from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
 
 from .repositories import (
@@ -21,6 +20,7 @@ from .repositories import (
 from .resilience import is_unavailable
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
     from sqlalchemy.sql.selectable import TypedReturnsRows
     from sqlalchemy.util.typing import TupleAny
 
@@ -161,6 +161,8 @@ class UnitOfWork:
             connection = self.connection
             if not connection.in_transaction():
                 connection.begin()
+            from sqlalchemy.orm import Session  # here: the Lambda path never imports the ORM
+
             # rollback_only: the session's commit flushes but leaves the
             # transaction to commit(); its rollback rolls the transaction back.
             self._session = Session(

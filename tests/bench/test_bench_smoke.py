@@ -35,6 +35,8 @@ def test_every_workload_runs_and_reports_a_well_formed_row(pg_cluster):
     # Every cold start, ours or the baseline's, logged in once, with a token the stand-in
     # for RDS verified.
     assert b7.extra["logins"] == b7.extra["cold_starts"] >= 2 * Sizes.smoke().cold_starts
+    # Neither the import nor the first invocation loads the ORM.
+    assert b7.extra["ours_loads_orm"] is False
     text = render(
         rows,
         sizes=Sizes.smoke(),

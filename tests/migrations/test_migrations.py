@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from dataaccess import create_engine
-from dataaccess.models import Base
+from dataaccess.tables import metadata
 from scripts.devdb import alembic_config, local_settings
 
 
@@ -26,7 +26,7 @@ def diff(engine):
         context = MigrationContext.configure(
             conn, opts={"compare_type": True, "compare_server_default": True}
         )
-        return compare_metadata(context, Base.metadata)
+        return compare_metadata(context, metadata)
 
 
 def tables(engine):
@@ -42,11 +42,11 @@ def test_single_head():
     assert len(ScriptDirectory.from_config(alembic_config()).get_heads()) == 1
 
 
-def test_upgrade_from_empty_to_head_matches_the_models(empty_db):
+def test_upgrade_from_empty_to_head_matches_the_tables(empty_db):
     engine, role = empty_db
     assert tables(engine) == set()
     migrate(engine, role, command.upgrade, "head")
-    assert tables(engine) == set(Base.metadata.tables)
+    assert tables(engine) == set(metadata.tables)
     assert diff(engine) == []
     assert role_exists(engine, role) == 1
 

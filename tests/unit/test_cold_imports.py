@@ -20,6 +20,8 @@ NOT_AT_IMPORT = [
     "dataaccess.services",  # the per-record fallback
     "dataaccess.doctor",  # {"doctor": true}
     "aws_xray_sdk",  # tracing off
+    "sqlalchemy.orm",  # the repositories use Core tables (dataaccess/tables.py)
+    "dataaccess.models",  # the ORM classes, for UnitOfWork.session
 ]
 
 

@@ -8,9 +8,9 @@ import pytest
 
 from dataaccess.errors import InsufficientStockError, InvalidRequestError, ProductNotFoundError
 from dataaccess.ingest import decide
-from dataaccess.models import MAX_INT32
 from dataaccess.repositories import NewStockEvent, StockLevel
 from dataaccess.services import StockEventIn
+from dataaccess.tables import MAX_INT32
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 RED = StockLevel(id=1, price_cents=100, stock=10)
