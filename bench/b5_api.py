@@ -247,7 +247,8 @@ def run(bdb: BenchDB, sizes: Sizes) -> Row:
             f"{errors}.",
             f"both under gunicorn with api/gunicorn.conf.py: {WORKERS} workers x {THREADS} "
             "threads (gthread, buffering each request before a thread takes it), "
-            "`gc.freeze()` once a worker has loaded its app, "
+            "`gc.freeze()` once a worker has loaded its app and the youngest generation "
+            "collected every 50,000 objects, "
             "LOG_LEVEL=WARNING; load from a separate process "
             f"(bench/loadgen.py: {CONNECTIONS} keep-alive connections on threads) on "
             f"127.0.0.1, {rounds} alternating rounds of {slice_:g} s per side after a warm-up. "
