@@ -16,9 +16,15 @@ def get_db() -> Database:
 
 
 def get_uow() -> UnitOfWork:
-    """This request's unit of work; a read (GET) gets the READ ONLY path to the reader."""
+    """This request's unit of work; a read (GET) gets the read-only path to the reader.
+
+    Every GET view runs one SELECT, so a GET's unit of work is autocommit: one
+    round trip, no BEGIN and ROLLBACK around it. A view that needs several
+    statements to see one snapshot opens its own `get_db().unit_of_work(read_only=True)`.
+    """
     if "uow" not in g:
-        uow = get_db().unit_of_work(read_only=request.method in _READ_METHODS)
+        reading = request.method in _READ_METHODS
+        uow = get_db().unit_of_work(read_only=reading, autocommit=reading)
         g.uow = uow.__enter__()
     uow_: UnitOfWork = g.uow
     return uow_

@@ -111,7 +111,10 @@ HISTORY = {
         "(0.59). Now a verified token's principal is remembered for a minute (the check "
         "cost ~230 µs per request; five runs with that: 0.57 to 0.76, median 0.72), and "
         "gunicorn's config collects the youngest GC generation every 50,000 objects "
-        "instead of 700, on both sides (three runs with both: 0.76 to 0.79)",
+        "instead of 700, on both sides (three runs with both: 0.76 to 0.79). Then a GET's "
+        "unit of work runs its one SELECT without a transaction (`autocommit=True`): one "
+        "round trip instead of BEGIN, SELECT and ROLLBACK; the baseline keeps psycopg2's "
+        "default transaction (three runs: 0.80, 0.97, 0.86)",
     ),
     "B6": (
         1.20,

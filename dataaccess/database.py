@@ -62,8 +62,11 @@ class Database:
         reader = create_engine(settings, host=settings.reader_host, credentials=reader_credentials)
         return cls(writer, reader, credentials=[credentials, reader_credentials])
 
-    def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
+    def unit_of_work(self, *, read_only: bool = False, autocommit: bool = False) -> UnitOfWork:
         """A unit of work on the writer, or a READ ONLY one on the reader (writer if none).
+
+        `autocommit=True` (read-only only) runs each SELECT without a transaction: one
+        round trip instead of three, for work of a single statement (UnitOfWork).
 
         A reader that cannot be reached sends read-only work to the writer (still
         READ ONLY) for READER_COOLDOWN_SECONDS: reads keep working through a
@@ -71,11 +74,15 @@ class Database:
         the reader.
         """
         if not read_only:
-            return UnitOfWork(self.writer)
+            return UnitOfWork(self.writer, autocommit=autocommit)
         if self.reader is None or time.monotonic() < self._reader_down_until:
-            return UnitOfWork(self.writer, read_only=True)
+            return UnitOfWork(self.writer, read_only=True, autocommit=autocommit)
         return UnitOfWork(
-            self.reader, read_only=True, fallback=self.writer, on_fallback=self._reader_failed
+            self.reader,
+            read_only=True,
+            autocommit=autocommit,
+            fallback=self.writer,
+            on_fallback=self._reader_failed,
         )
 
     def _reader_failed(self, exc: BaseException) -> None:
@@ -109,16 +116,21 @@ class Database:
 
 
 # UnitOfWork sets psycopg2's `readonly` flag on a read-only unit of work's
-# connection (psycopg2 then sends BEGIN READ ONLY); this clears it when the
-# connection goes back to the pool, so it never leaks into a writer's next
-# transaction. (SQLAlchemy's `postgresql_readonly` execution option does the
-# same through per-checkout connection characteristics, at about twice the cost.)
+# connection (psycopg2 then sends BEGIN READ ONLY), or its `autocommit` flag;
+# this clears both when the connection goes back to the pool, so neither leaks
+# into a writer's next transaction. (SQLAlchemy's `postgresql_readonly` execution
+# option does the same for the first through per-checkout connection
+# characteristics, at about twice the cost.)
 
 
 def _end_read_only(dbapi_connection: Any, record: Any) -> None:
+    if dbapi_connection is None or dbapi_connection.closed:
+        return
+    if dbapi_connection.autocommit:
+        dbapi_connection.autocommit = False
     # None (the server's default), not False: with False, psycopg2 sends `SET
     # default_transaction_read_only TO DEFAULT` when a later pre-ping switches the
     # connection out of autocommit, a round trip and, behind RDS Proxy, a SET that
     # pins the session (tests/integration/test_proxy_mode.py records every statement).
-    if dbapi_connection is not None and dbapi_connection.readonly is not None:
+    if dbapi_connection.readonly is not None:
         dbapi_connection.readonly = None

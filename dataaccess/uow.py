@@ -40,6 +40,15 @@ class UnitOfWork:
     Both are created lazily: a unit of work that runs no statement never checks
     out a connection, and one that only runs Core statements never pays for a session.
 
+    A read-only unit of work with `autocommit=True` opens no transaction: each
+    statement is one round trip, where a transaction adds a BEGIN READ ONLY and a
+    ROLLBACK. Reads lose nothing by it at the package's isolation level, READ
+    COMMITTED, where every statement takes its own snapshot even inside a
+    transaction; what goes is the server's READ ONLY check, and a client-side one
+    stands in: anything but a SELECT raises before it is sent. (A SELECT calling
+    a function that writes would still run: hence opt-in, for reviewed reads
+    such as the API's GET views.)
+
     Read-only work survives one dead connection: when the first statement of a
     read-only unit of work finds its pooled connection dead (nothing has been
     read yet, so nothing can be inconsistent), it runs again on a fresh one.
@@ -58,11 +67,15 @@ class UnitOfWork:
         engine: Engine,
         *,
         read_only: bool = False,
+        autocommit: bool = False,
         fallback: Engine | None = None,
         on_fallback: Callable[[BaseException], None] | None = None,
     ) -> None:
         self._engine = engine
+        if autocommit and not read_only:
+            raise ValueError("autocommit is for read-only work: a write needs its transaction")
         self.read_only = read_only
+        self.autocommit = autocommit
         self._fallback = fallback if read_only else None
         self._on_fallback = on_fallback
         self._may_retry = read_only
@@ -116,6 +129,10 @@ class UnitOfWork:
         self, statement: Executable, parameters: Mapping[str, Any] | None = None
     ) -> CursorResult[*TupleAny]:
         """Run a statement on this unit of work's connection (the repositories' one way in)."""
+        if self.autocommit and not statement.is_select:
+            raise ValueError(
+                f"an autocommit unit of work runs SELECTs only, not {type(statement).__name__}"
+            )
         if not self._may_retry:
             return self.connection.execute(statement, parameters)
         self._may_retry = False
@@ -133,13 +150,18 @@ class UnitOfWork:
         """This unit of work's connection; checked out of the pool on first use."""
         if self._connection is None:
             connection = self._connect()
-            if self.read_only:
-                # psycopg2 opens its transaction lazily, at the first statement;
-                # with this flag it sends BEGIN READ ONLY then: no extra round trip,
-                # no SET (which would pin an RDS Proxy session), and a stray write
-                # fails on any endpoint. Database resets the flag when the connection
-                # goes back to the pool.
-                connection.connection.dbapi_connection.readonly = True  # type: ignore[union-attr]
+            dbapi_connection: Any = connection.connection.dbapi_connection
+            # Flags of psycopg2's, which send nothing until the first statement
+            # (no SET, which would pin an RDS Proxy session); Database resets them
+            # when the connection goes back to the pool.
+            if self.autocommit:
+                # No BEGIN, no ROLLBACK: SQLAlchemy's begin is a no-op for psycopg2,
+                # whose commit and rollback send nothing in autocommit.
+                dbapi_connection.autocommit = True
+            elif self.read_only:
+                # psycopg2 opens its transaction lazily, at the first statement; with
+                # this flag as BEGIN READ ONLY: a stray write fails on any endpoint.
+                dbapi_connection.readonly = True
             self._connection = connection
         return self._connection
 

@@ -217,6 +217,47 @@ def test_nothing_the_package_sends_through_the_proxy_would_pin(
     assert any("pg_advisory_xact_lock" in statement for statement in statements)
 
 
+def test_an_api_get_sends_one_select_and_nothing_around_it(app_settings, stand_in, tmp_path):
+    """A GET's unit of work is autocommit: no BEGIN READ ONLY before its SELECT, no
+    ROLLBACK after; a write keeps its transaction."""
+    # No pre-ping, however slow the machine: it would be a SELECT 1 of its own.
+    db = Database.from_settings(via(stand_in, app_settings, DB_POOL_PRE_PING_IDLE="3600"))
+    issuer = LocalIssuer(tmp_path / "issuer")
+    app = create_app(
+        {
+            "TESTING": True,
+            "DATABASE": db,
+            "AUTHENTICATOR": Authenticator(AuthSettings.from_env(issuer.env())),
+        }
+    )
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {issuer.token(admin=True)}"
+
+    def sent_by(request) -> list[str]:
+        """The kinds of statement `request()` sent, in order (one request: one session)."""
+        seen = [len(session.statements) for session in stand_in.sessions]
+        request()
+        sessions = stand_in.sessions
+        seen += [0] * (len(sessions) - len(seen))
+        new = [s.statements[n:] for s, n in zip(sessions, seen, strict=True) if s.statements[n:]]
+        assert len(new) == 1, new
+        return [kind(statement) for statement in new[0]]
+
+    sku = f"PX-{secrets.token_hex(3)}"
+    product = {"sku": sku, "name": "One", "price_cents": 250, "stock": 5}
+    try:
+        assert client.get("/readyz").status_code == 200  # the engine's first connect
+        written = sent_by(lambda: client.post("/products", json=product))
+        assert written[0] == "BEGIN", written
+        assert written[-1] == "COMMIT", written
+        read = sent_by(lambda: client.get(f"/products/{sku}"))
+        assert read == ["SELECT"]
+        missing = sent_by(lambda: client.get("/products/PX-NONE"))
+        assert missing == ["SELECT"]
+    finally:
+        db.dispose()
+
+
 def _exercise_the_api(client) -> None:
     sku = f"PX-{secrets.token_hex(3)}"
     customer = client.post("/customers", json={"email": f"{sku}@example.com", "name": "Px"})

@@ -2,10 +2,11 @@
 
 import dataclasses
 
+import psycopg2.extensions
 import pytest
 import sqlalchemy as sa
 
-from dataaccess import services
+from dataaccess import Database, create_engine, services, tables
 from dataaccess.models import Customer
 
 PID = sa.text("SELECT pg_backend_pid()")
@@ -84,3 +85,65 @@ def test_a_unit_of_work_that_runs_nothing_checks_out_no_connection(db):
     with db.unit_of_work(read_only=True) as uow:
         uow.products.get_by_sku("none")
     assert len(opened) == 1
+
+
+# -- autocommit reads ---------------------------------------------------------------
+
+# now() is the transaction's start: the first statement's in autocommit, the BEGIN's
+# (an earlier round trip) in a transaction.
+FIRST_OF_ITS_TRANSACTION = sa.select(sa.func.now() == sa.func.statement_timestamp())
+
+
+def in_transaction(uow) -> bool:
+    """What libpq knows of the server's transaction state (no round trip)."""
+    status = uow.connection.connection.dbapi_connection.info.transaction_status
+    return status != psycopg2.extensions.TRANSACTION_STATUS_IDLE
+
+
+def test_an_autocommit_read_runs_outside_any_transaction(db):
+    with db.unit_of_work(read_only=True, autocommit=True) as uow:
+        assert uow.execute(FIRST_OF_ITS_TRANSACTION).scalar_one() is True
+        assert not in_transaction(uow)
+        assert uow.execute(FIRST_OF_ITS_TRANSACTION).scalar_one() is True
+    # The same read in a read-only transaction, for contrast: BEGIN READ ONLY came first.
+    with db.unit_of_work(read_only=True) as uow:
+        assert uow.execute(FIRST_OF_ITS_TRANSACTION).scalar_one() is False
+        assert in_transaction(uow)
+
+
+def test_an_autocommit_unit_of_work_refuses_anything_but_a_select(db):
+    with db.unit_of_work(read_only=True, autocommit=True) as uow:
+        insert = sa.insert(tables.products).values(sku="AC-X", name="x", price_cents=1, stock=1)
+        with pytest.raises(ValueError, match="SELECTs only, not Insert"):
+            uow.execute(insert)
+        with pytest.raises(ValueError, match="SELECTs only, not TextClause"):
+            uow.execute(sa.text("DELETE FROM products"))
+        with pytest.raises(ValueError, match="SELECTs only"):
+            uow.products.add(sku="AC-X", name="x", price_cents=1, stock=1)
+        assert uow.products.get_by_sku("AC-X") is None  # still usable for its reads
+    assert not exists(db, "products", "sku", "AC-X")
+
+
+def test_autocommit_is_for_reads_only(db):
+    with pytest.raises(ValueError, match="a write needs its transaction"):
+        db.unit_of_work(autocommit=True)
+
+
+def test_the_autocommit_flag_never_reaches_the_next_unit_of_work(app_settings):
+    # One pooled connection, so the write below gets the autocommit read's connection.
+    database = Database(create_engine(app_settings, pool_size=1, max_overflow=0))
+    try:
+        with database.unit_of_work(read_only=True, autocommit=True) as uow:
+            reader_pid = uow.execute(sa.select(sa.func.pg_backend_pid())).scalar_one()
+        with database.unit_of_work() as uow:
+            uow.products.add(sku="AC-LEAK", name="x", price_cents=1, stock=1)
+            assert uow.execute(PID).scalar_one() == reader_pid
+            assert in_transaction(uow)
+            # Leaves without committing: the insert must be rolled back.
+        with database.unit_of_work(read_only=True) as uow:
+            assert uow.execute(PID).scalar_one() == reader_pid
+            assert uow.products.get_by_sku("AC-LEAK") is None
+            with pytest.raises(sa.exc.InternalError, match="read-only transaction"):
+                uow.products.add(sku="AC-LEAK", name="x", price_cents=1, stock=1)
+    finally:
+        database.dispose()
