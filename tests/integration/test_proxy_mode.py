@@ -21,6 +21,7 @@ from dataclasses import replace
 import psycopg
 import pytest
 import sqlalchemy as sa
+from flask.testing import FlaskClient
 from psycopg import Connection
 from sqlalchemy import exc as sa_exc
 
@@ -163,6 +164,21 @@ def kind(statement: str) -> str:
     return words[0].upper() if words else ""
 
 
+def admin_client(db: Database, tmp_path) -> FlaskClient:
+    """A test client of the API on `db`, sending an admin's bearer token."""
+    issuer = LocalIssuer(tmp_path / "issuer")
+    app = create_app(
+        {
+            "TESTING": True,
+            "DATABASE": db,
+            "AUTHENTICATOR": Authenticator(AuthSettings.from_env(issuer.env())),
+        }
+    )
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {issuer.token(admin=True)}"
+    return client
+
+
 def test_nothing_the_package_sends_through_the_proxy_would_pin(
     app_settings, stand_in, tmp_path, monkeypatch
 ):
@@ -181,16 +197,7 @@ def test_nothing_the_package_sends_through_the_proxy_would_pin(
     """
     proxied = via(stand_in, app_settings, DB_READER_HOST="localhost", DB_POOL_PRE_PING_IDLE="0")
     db = Database.from_settings(proxied)
-    issuer = LocalIssuer(tmp_path / "issuer")
-    app = create_app(
-        {
-            "TESTING": True,
-            "DATABASE": db,
-            "AUTHENTICATOR": Authenticator(AuthSettings.from_env(issuer.env())),
-        }
-    )
-    client = app.test_client()
-    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {issuer.token(admin=True)}"
+    client = admin_client(db, tmp_path)
     try:
         _exercise_the_api(client)
         with db.unit_of_work(read_only=True) as uow:
@@ -222,16 +229,7 @@ def test_an_api_get_sends_one_select_and_nothing_around_it(app_settings, stand_i
     ROLLBACK after; a write keeps its transaction."""
     # No pre-ping, however slow the machine: it would be a SELECT 1 of its own.
     db = Database.from_settings(via(stand_in, app_settings, DB_POOL_PRE_PING_IDLE="3600"))
-    issuer = LocalIssuer(tmp_path / "issuer")
-    app = create_app(
-        {
-            "TESTING": True,
-            "DATABASE": db,
-            "AUTHENTICATOR": Authenticator(AuthSettings.from_env(issuer.env())),
-        }
-    )
-    client = app.test_client()
-    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {issuer.token(admin=True)}"
+    client = admin_client(db, tmp_path)
 
     def sent_by(request) -> list[str]:
         """The kinds of statement `request()` sent, in order (one request: one session)."""
