@@ -59,7 +59,7 @@ def run_all(
             row = WORKLOADS[key](bdb, sizes)
             progress(
                 f"{key}: ours {row.ours:,.1f} vs baseline {row.baseline:,.1f} {row.unit}; "
-                f"ratio {row.ratio:.2f} ({'met' if row.met else 'MISSED'}: {row.goal}) "
+                f"ratio {row.ratio_text} ({'met' if row.met else 'MISSED'}: {row.goal}) "
                 f"[{time.perf_counter() - started:.1f} s]"
             )
             rows.append(row)

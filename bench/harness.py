@@ -83,6 +83,12 @@ class Row:
     def met(self) -> bool:
         return self.ratio <= self.limit if self.better == "lower" else self.ratio >= self.limit
 
+    @property
+    def ratio_text(self) -> str:
+        """The ratio to two decimals, or three where two would round a miss onto the goal."""
+        text = f"{self.ratio:.2f}"
+        return f"{self.ratio:.3f}" if float(text) == self.limit and not self.met else text
+
 
 @dataclass(frozen=True)
 class BenchDB:

@@ -149,7 +149,7 @@ def render(rows: Sequence[Row], *, sizes: Sizes, command: str, elapsed: float, t
     for row in rows:
         lines.append(
             f"| {row.key} | {row.workload} | {_num(row.ours)} | {_num(row.baseline)} "
-            f"| {row.ratio:.2f} | {row.goal} | {'yes' if row.met else '**no**'} |"
+            f"| {row.ratio_text} | {row.goal} | {'yes' if row.met else '**no**'} |"
         )
     lines += ["", "Units: " + "; ".join(f"{r.key} {r.unit}" for r in rows) + ".", ""]
     lines += [
@@ -167,7 +167,7 @@ def render(rows: Sequence[Row], *, sizes: Sizes, command: str, elapsed: float, t
         if row.key in HISTORY:
             first, previous, change = HISTORY[row.key]
             lines.append(
-                f"| {row.key} | {first:.2f} | {previous:.2f} | {row.ratio:.2f} | {change} |"
+                f"| {row.key} | {first:.2f} | {previous:.2f} | {row.ratio_text} | {change} |"
             )
     lines.append("")
     for row in rows:
