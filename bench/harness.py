@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import random
 import secrets
+import shutil
 import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg2
@@ -16,7 +19,7 @@ import psycopg2.extras
 
 from dataaccess import Settings
 from scripts.devdb import local_settings, migrate, set_password
-from scripts.localpg import tls_env
+from scripts.localpg import LocalPostgres, free_port, tls_env, usable_root
 
 # Our own login role, so a benchmark sharing a cluster with the test session
 # never touches the password the tests gave the application role.
@@ -180,6 +183,23 @@ def bench_database(
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{bdb.name}" WITH (FORCE)')
         admin.close()
+
+
+@contextmanager
+def throwaway_bench_database(name: str) -> Iterator[BenchDB]:
+    """A bench database in a cluster of its own, started for it and removed afterwards
+    (the stand-alone scripts: `python -m bench.statement_timeout`, `bench.hot_updates`)."""
+    repo = Path(__file__).resolve().parent.parent
+    root = usable_root(repo / ".localpg" / f"bench-{name}-{os.getpid()}")
+    cluster = LocalPostgres(root, free_port())
+    try:
+        cluster.start()
+        ca = str(cluster.ca_file) if cluster.ca_file else None
+        with bench_database(cluster.host, cluster.port, cluster.user, cluster.password, ca) as bdb:
+            yield bdb
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def seed(bdb: BenchDB) -> None:

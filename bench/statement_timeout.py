@@ -24,23 +24,18 @@ bench`` (B1-B6) nor of the tests: timings are never asserted.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from dataaccess import Database
-from scripts.localpg import LocalPostgres, free_port, usable_root
 
-from .harness import PRODUCTS, BenchDB, bench_database, median, rng, rotate, sku, timed
+from .harness import PRODUCTS, BenchDB, median, rng, rotate, sku, throwaway_bench_database, timed
 from .report import machine
 
-REPO = Path(__file__).resolve().parent.parent
 SET_LOCAL = "SET LOCAL statement_timeout = 30000"
 
 
@@ -145,18 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Many short rounds: the machine's load drifts, and every variant should see it alike.
     reads, rounds = (100, 2) if args.smoke else (10_000, 25)
-    root = usable_root(REPO / ".localpg" / f"bench-timeout-{os.getpid()}")
-    cluster = LocalPostgres(root, free_port())
-    try:
-        cluster.start()
-        ca = str(cluster.ca_file) if cluster.ca_file else None
-        with bench_database(cluster.host, cluster.port, cluster.user, cluster.password, ca) as bdb:
-            results = run(bdb, reads, rounds)
-    finally:
-        cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    with throwaway_bench_database("timeout") as bdb:
+        results = run(bdb, reads, rounds)
+        tls = bdb.ca_file is not None
     command = "python -m bench.statement_timeout" + (" --smoke" if args.smoke else "")
-    print(render(results, reads=reads, tls=ca is not None, command=command))
+    print(render(results, reads=reads, tls=tls, command=command))
     return 0
 
 

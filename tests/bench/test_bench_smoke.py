@@ -6,8 +6,9 @@ import math
 
 import pytest
 
+from bench import hot_updates
 from bench.__main__ import WORKLOADS, run_all
-from bench.harness import Sizes
+from bench.harness import Sizes, bench_database
 from bench.report import render
 
 
@@ -46,3 +47,30 @@ def test_every_workload_runs_and_reports_a_well_formed_row(pg_cluster):
     )
     for key in WORKLOADS:
         assert f"| {key} |" in text
+
+
+@pytest.mark.slow
+def test_hot_updates_compares_both_schemas_and_leaves_the_database_at_head(pg_cluster):
+    with bench_database(
+        pg_cluster.host, pg_cluster.port, pg_cluster.user, pg_cluster.password, pg_cluster.ca_file
+    ) as bdb:
+        results = hot_updates.run(bdb, products=2_000, batches=5, reads=2, rounds=2)
+        conn = bdb.admin_connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT count(*) FROM pg_indexes WHERE indexname = %s",
+                    ("ix_products_stock_sku",),
+                )
+                assert cur.fetchone() == (0,)
+                cur.execute("SELECT count(*) FROM products")
+                assert cur.fetchone() == (2_000,)
+        finally:
+            conn.close()
+    assert [schema for schema, _ in results] == [hot_updates.HEAD, hot_updates.BEFORE]
+    for _, figures in results:
+        assert len(figures.batch_s) == 2 * 5
+        assert len(figures.report_s) == 2 * 2
+        assert figures.wal_bytes > 0
+    text = hot_updates.render(results, products=2_000, tls=False, command="smoke")
+    assert "| 0009: no stock index, fillfactor 90 |" in text
