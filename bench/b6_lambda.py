@@ -21,7 +21,7 @@ from moto import mock_aws
 from dataaccess import repositories
 from dataaccess.ingest import ingest_stock_events
 from scripts.invoke_local import LocalContext
-from scripts.lambda_loader import LAMBDA_DIR, load_handler
+from scripts.lambda_loader import LAMBDA_DIR, function_module, load_handler, unload
 
 from .harness import PRODUCTS, BenchDB, Row, Sizes, alternate, median, rng, rotate, sku, timed
 
@@ -119,6 +119,7 @@ def run(bdb: BenchDB, sizes: Sizes) -> Row:
         )
         with lambda_environment(bdb, secret_id):
             ours_mod = load_handler("bench_ours_handler")
+            parse_stock_event = function_module("stock_messages").parse_stock_event
             # Imported afresh: its module-scope client is created under this run's moto.
             sys.modules.pop("bench.common_lambda", None)
             base_mod = importlib.import_module("bench.common_lambda")
@@ -135,7 +136,7 @@ def run(bdb: BenchDB, sizes: Sizes) -> Row:
 
             batch_events = [sqs_event(f"batch-{i}", RECORDS) for i in range(sizes.invocations)]
             floor_batches = [
-                [ours_mod.parse_stock_event(r["body"]) for r in event["Records"]]
+                [parse_stock_event(r["body"]) for r in event["Records"]]
                 for event in (sqs_event(f"floor-{i}", RECORDS) for i in range(sizes.invocations))
             ]
             floor_conn = psycopg2.connect(**bdb.connect_kwargs())
@@ -167,7 +168,7 @@ def run(bdb: BenchDB, sizes: Sizes) -> Row:
             def batch_op(i: int) -> None:
                 # What the handler would cost on the package's batch path: same module-scope
                 # Database, one unit of work for the whole batch.
-                parsed = [ours_mod.parse_stock_event(r["body"]) for r in batch_events[i]["Records"]]
+                parsed = [parse_stock_event(r["body"]) for r in batch_events[i]["Records"]]
                 with ours_mod.get_database().unit_of_work() as uow:
                     assert not ingest_stock_events(uow, parsed).rejected
 
@@ -195,10 +196,7 @@ def run(bdb: BenchDB, sizes: Sizes) -> Row:
                 )
             finally:
                 floor_conn.close()
-                database = ours_mod.set_database(None)
-                if database is not None:
-                    database.dispose()
-                sys.modules.pop(ours_mod.__name__, None)
+                unload(ours_mod)
     ours_import = cold_import("handler", [str(LAMBDA_DIR), str(REPO)], sizes.imports)
     base_import = cold_import("bench.common_lambda", [str(REPO)], sizes.imports)
     ours_ms, base_ms = median(ours) * 1e3, median(base) * 1e3

@@ -22,6 +22,7 @@ from drills.outages import Pace, lambda_handler
 from drills.result import DrillResult
 from drills.stage import Stage, customer_id
 from scripts.devdb import APP_ROLE, set_password
+from scripts.lambda_loader import unload
 from scripts.localpg import free_port
 
 REGION = "eu-west-1"
@@ -189,7 +190,7 @@ def d6_secret_rotation(st: Stage, pace: Pace) -> DrillResult:
             finally:
                 api.stop()
                 lam.stop()
-        handler.set_database(None).dispose()
+        unload(handler)
     refused = sum(len(_REFUSED.findall(p.read_text())) for p in st.logs)
     failed = api.failures()
     result.requests = len(api.replies) + lam.invocations

@@ -29,6 +29,7 @@ from drills.outages import Pace, lambda_handler
 from drills.result import DrillResult
 from drills.stage import Stage, customer_id, lost_events
 from scripts.invoke_local import LocalContext
+from scripts.lambda_loader import unload
 
 MB, HUGE, DIGITS = 2**20, 10**30, "9" * 4000  # DIGITS: a request line under gunicorn's 4094
 MISSING = object()  # a near-valid event without the field
@@ -313,7 +314,7 @@ def _fuzz_lambda(st: Stage, wanted: int, tally: _Tally) -> int:
             if valid not in failed:
                 tally.acknowledged.add(valid)
     finally:
-        handler.set_database(None).dispose()
+        unload(handler)
     return len(drawn)
 
 

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
+from types import ModuleType
 from urllib.parse import urlsplit
 
 import psycopg2
@@ -30,7 +31,7 @@ from drills.stage import (
     lost_orders,
     oversold,
 )
-from scripts.invoke_local import load_handler
+from scripts.lambda_loader import load_fresh_handler, unload
 
 # Every failed API request must be this (the failure model's API budget).
 UNAVAILABLE = 503
@@ -55,20 +56,11 @@ class Pace:
         return cls(warmup=1, pause=5, endpoint_moves_after=3, blackhole=6, settle=2)
 
 
-def lambda_handler(st: Stage) -> object:
+def lambda_handler(st: Stage) -> ModuleType:
     """The stock-events handler module with a Database on the endpoint, as in Lambda."""
-    # Powertools' logger writes to the sys.stdout of its creation: the stage's log. A
-    # service name per load, since Powertools keeps one handler per service name.
-    service = os.environ.get("POWERTOOLS_SERVICE_NAME")
-    os.environ["POWERTOOLS_SERVICE_NAME"] = f"drill-{time.monotonic_ns()}"
-    try:
-        with contextlib.redirect_stdout(st.open_log("lambda")):
-            handler = load_handler()
-    finally:
-        if service is None:
-            del os.environ["POWERTOOLS_SERVICE_NAME"]
-        else:
-            os.environ["POWERTOOLS_SERVICE_NAME"] = service
+    # Powertools' logger writes to the sys.stdout of its creation: the stage's log.
+    with contextlib.redirect_stdout(st.open_log("lambda")):
+        handler = load_fresh_handler()
     env = st.app_env(AWS_LAMBDA_FUNCTION_NAME="drill-stock-events")
     handler.set_database(Database.from_settings(Settings.from_env(env)))
     return handler
@@ -97,7 +89,7 @@ def _under_load(
             if lam is not None:
                 lam.stop()
     if handler is not None:
-        handler.set_database(None).dispose()  # type: ignore[attr-defined]
+        unload(handler)
     _figures(st, result, api, lam, back_at)
     return api, lam, back_at
 
@@ -193,7 +185,7 @@ def d3_pause(st: Stage, pace: Pace) -> DrillResult:
         st.pair.stop_primary("fast")
         with ExitStack() as stack:
             handler = lambda_handler(st)
-            stack.callback(lambda: handler.set_database(None).dispose())  # type: ignore[attr-defined]
+            stack.callback(unload, handler)
             invoker = LambdaLoad(handler)
             threads = [
                 threading.Thread(target=_invoke_once, args=(invoker, i, outcomes)) for i in range(2)

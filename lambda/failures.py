@@ -31,7 +31,7 @@ class StockEventFailedError(RuntimeError):
 
 def rejected(error: BaseException) -> bool:
     """True for a record that cannot succeed as sent (malformed, or refused by a domain rule):
-    redelivery cannot help it, unlike a database failure."""
+    redelivery cannot help it, unlike a database failure. Metrics and logs count by it."""
     return isinstance(error, (MalformedEventError, DomainError))
 
 
@@ -44,8 +44,13 @@ def cannot_reach_database(exc: BaseException) -> bool:
     return is_unavailable(exc) or (isinstance(exc, sa_exc.DBAPIError) and is_auth_failure(exc.orig))
 
 
+def unreachable(exc: BaseException) -> DatabaseUnavailableError:
+    """A record's failure when `cannot_reach_database(exc)`."""
+    return DatabaseUnavailableError(f"database unreachable: {describe(exc)}")
+
+
 def describe(exc: BaseException) -> str:
-    """An error for the logs: never a statement's parameters (event bodies) or a credential."""
+    """`exc` as one line for a log or a trace (the module docstring says what it never holds)."""
     if isinstance(exc, (MalformedEventError, DomainError, DatabaseUnavailableError)):
         # Our own messages name fields, skus and event ids, never credentials or values.
         return f"{type(exc).__name__}: {exc}"

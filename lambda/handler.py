@@ -3,20 +3,12 @@
 What only Lambda needs lives here: the module-scope logger, tracer and metrics, the
 Database (engines, pool, cached credentials) built on the first invocation that needs
 it, the SnapStart runtime hooks, and the translation of events and results. The rest
-sits beside this file, in the zip's root too: `stock_messages` (SQS records and event
-bodies), `stock_batch` (applying a batch, its fallback, its outcome), `failures` (the
-error taxonomy and what of an error may be logged), `report_io` (the report's request
-and result), `xray` (tracing). docs/lambda.md has the behaviour.
+sits beside this file, at the zip's root too (docs/lambda.md lists the modules and
+tells the behaviour).
 
 A cold start that never reaches the database never connects, and warm invocations
-reuse one pooled, pre-pinged connection. An unreachable database (a restart, a
-failover, a cluster resuming from 0 ACU) is waited for within the invocation's
-remaining time, less TIME_RESERVE_SECONDS kept back to report the batch's failures
-before Lambda's timeout strikes.
-
-Metrics (Powertools, CloudWatch embedded metric format): one document on stdout per
-invocation with the batch's outcome or the report's duration, and the connection
-figures `dataaccess.metrics` collected meanwhile (docs/lambda.md, "Metrics").
+reuse one pooled connection. Metrics: one CloudWatch embedded-metric document on
+stdout per invocation (docs/lambda.md, "Metrics").
 """
 
 from __future__ import annotations
@@ -38,26 +30,21 @@ from dataaccess import Database, Settings, reports
 from dataaccess.credentials import CredentialProvider, provider_for
 from dataaccess.metrics import DEFAULT_NAMESPACE, Collector, register
 from dataaccess.resilience import connect_deadline
-from failures import MalformedEventError, describe
-from report_io import ReportJson, ReportRequestError, ReportResult, report_request
-from stock_batch import BatchOutcome, apply_batch
-from stock_messages import parse_stock_event, sqs_records
+from failures import describe
+from report_io import ReportJson, ReportResult, report_request
+from stock_batch import BatchOutcome, BatchResponse, apply_batch, parse_batch
+from stock_messages import sqs_records
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-    from dataaccess.records import StockEventIn
-    from stock_messages import SqsRecord
+    from dataaccess.doctor import DoctorJson
 
 __all__ = [
-    "MalformedEventError",
-    "ReportRequestError",
     "after_restore",
     "before_snapshot",
     "get_database",
-    "parse_stock_event",
     "report_handler",
-    "report_request",
     "set_database",
     "stock_events_handler",
     "writer_credentials",
@@ -178,13 +165,11 @@ def _published(duration_metric: str) -> Iterator[None]:
 
 
 def _add_batch_metrics(outcome: BatchOutcome) -> None:
-    """Every record in exactly one of: applied, duplicate, rejected (malformed, or refused by
-    a domain rule: redelivery cannot help), failed (the database, or a poison record)."""
-    rejected = outcome.rejected
+    """Every record counts once: applied, duplicate, rejected or failed (may pass later)."""
     metrics.add_metric("EventsApplied", MetricUnit.Count, outcome.applied)
     metrics.add_metric("EventsDuplicate", MetricUnit.Count, outcome.duplicates)
-    metrics.add_metric("EventsRejected", MetricUnit.Count, rejected)
-    metrics.add_metric("EventsFailed", MetricUnit.Count, len(outcome.failures) - rejected)
+    metrics.add_metric("EventsRejected", MetricUnit.Count, outcome.rejected)
+    metrics.add_metric("EventsFailed", MetricUnit.Count, outcome.retryable)
 
 
 def _connect_time(context: LambdaContext) -> float:
@@ -197,7 +182,7 @@ def _connect_time(context: LambdaContext) -> float:
 
 @logger.inject_lambda_context(clear_state=True)
 @_published("BatchDuration")
-def stock_events_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def stock_events_handler(event: dict[str, Any], context: LambdaContext) -> BatchResponse:
     """Apply the batch's stock events, each exactly once; report the records that failed.
 
     Returns ``{"batchItemFailures": [{"itemIdentifier": <messageId>}, ...]}``, and raises
@@ -207,12 +192,7 @@ def stock_events_handler(event: dict[str, Any], context: LambdaContext) -> dict[
     database = get_database()  # a configuration error fails the invocation, not each record
     records = sqs_records(event)
     outcome = BatchOutcome(logger)
-    parsed: list[tuple[SqsRecord, StockEventIn]] = []
-    for record in records:
-        try:
-            parsed.append((record, parse_stock_event(record.body)))
-        except MalformedEventError as exc:
-            outcome.fail(record.message_id, None, exc)
+    parsed = parse_batch(records, outcome)
     if parsed:
         with connect_deadline(_connect_time(context)):
             apply_batch(database, parsed, outcome, span=span)
@@ -228,7 +208,7 @@ def stock_events_handler(event: dict[str, Any], context: LambdaContext) -> dict[
             "failed": len(outcome.failures),
         },
     )
-    if records and all(r.message_id in outcome.failures for r in records):
+    if outcome.all_failed(records):
         # The rare path: Powertools' batch package costs a cold start ~5 ms to import.
         from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
@@ -238,25 +218,20 @@ def stock_events_handler(event: dict[str, Any], context: LambdaContext) -> dict[
                 (type(error), error, error.__traceback__) for error in outcome.failures.values()
             ],
         )
-    return {
-        "batchItemFailures": [
-            {"itemIdentifier": r.message_id} for r in records if r.message_id in outcome.failures
-        ]
-    }
+    return outcome.response(records)
 
 
 # -- report (schedule or direct invoke) ---------------------------------------------------
 
 
 @logger.inject_lambda_context(clear_state=True)
-def report_handler(event: dict[str, Any], context: LambdaContext) -> ReportJson | dict[str, Any]:
+def report_handler(event: object, context: LambdaContext) -> ReportJson | DoctorJson:
     """Low-stock products and order totals for a window, read through the reader endpoint.
 
-    A scheduled (EventBridge) event reports the `REPORT_WINDOW_HOURS` ending at its
-    time; a direct invoke may pass `since`, `until`, `hours`, `threshold`, `limit`
-    (`report_io.report_request`); the answer is `ReportResult.to_json()`.
-    `{"doctor": true}` runs `python -m dataaccess doctor` here instead, with this
-    function's settings and login, and returns its report (docs/infrastructure.md).
+    The window and limits come from the event (`report_io.report_request`: a schedule
+    or a direct invoke); the answer is `ReportResult.to_json()`. `{"doctor": true}`
+    runs `python -m dataaccess doctor` here instead, with this function's settings and
+    login, and returns its report (docs/infrastructure.md).
     """
     if isinstance(event, dict) and event.get("doctor") is True:
         from dataaccess.doctor import diagnose  # only for this rare invoke: no cold-start cost

@@ -1,19 +1,18 @@
 """Apply one SQS batch of stock events and say what happened to each record.
 
-The batch is applied set-based, in one unit of work
-(`dataaccess.ingest.ingest_stock_events`: a handful of statements and one commit for
-the whole batch). When that fails for any reason but an unreachable database (a
-record the validator let through, a deadlock, a statement timeout), each record gets
-its own unit of work, so only the records that fail again fail.
+The behaviour, record by record and error by error, is docs/lambda.md's "Stock
+events" (its tables are the specification; this module implements them): the valid
+records are applied set-based in one unit of work (`apply_batch`); a dead pooled
+connection is retried once (`_ingest`); an unreachable database fails every record;
+any other error falls back to one unit of work per record (`_apply_each`).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypedDict
 
 from sqlalchemy import exc as sa_exc
 
@@ -23,15 +22,19 @@ from dataaccess.ingest import IngestResult, ingest_stock_events
 from dataaccess.records import StockEventIn
 from failures import (
     DatabaseUnavailableError,
+    MalformedEventError,
     StockEventFailedError,
     cannot_reach_database,
     describe,
     rejected,
     stack,
+    unreachable,
 )
-from stock_messages import SqsRecord
+from stock_messages import SqsRecord, parse_stock_event
 
+# "none": no valid record to apply (an empty batch, or every record malformed).
 Path = Literal["none", "batch", "per-record", "unavailable"]
+Parsed = list[tuple[SqsRecord, StockEventIn]]
 
 
 class Log(Protocol):
@@ -42,23 +45,26 @@ class Log(Protocol):
     def error(self, msg: str, *args: Any, **kwargs: Any) -> object: ...
 
 
-# A subsegment around a unit of work: `span(name, **annotations)` (xray.traced, or nothing).
+# A subsegment around a unit of work: `span(name, **annotations)` (`xray.traced`).
 Span = Callable[..., AbstractContextManager[None]]
 
 
-@contextlib.contextmanager
-def untraced(name: str, **annotations: int | str) -> Iterator[None]:
-    """No subsegment: tracing is off."""
-    yield
+class ItemFailure(TypedDict):
+    itemIdentifier: str
+
+
+class BatchResponse(TypedDict):
+    """The partial batch response SQS reads (`ReportBatchItemFailures`)."""
+
+    batchItemFailures: list[ItemFailure]
 
 
 @dataclass
 class BatchOutcome:
-    """What happened to each record of one invocation, by SQS message id. Each failure is
-    logged as it is recorded (one WARNING with its message and event id)."""
+    """What happened to each record of one invocation, by SQS message id."""
 
     log: Log = field(repr=False)
-    path: Path = "none"  # "batch", "per-record" (fallback) or "unavailable" (outage)
+    path: Path = "none"
     applied: int = 0  # records whose event this invocation committed
     duplicates: int = 0  # records acknowledged without effect (ledger, or earlier in batch)
     failures: dict[str, BaseException] = field(default_factory=dict)  # message id -> error
@@ -66,45 +72,65 @@ class BatchOutcome:
     def fail(
         self, message_id: str, event_id: str | None, error: BaseException, **extra: Any
     ) -> None:
+        """Record a failed record and log it: one WARNING with its ids and `describe(error)`."""
         self.failures[message_id] = error
         fields = {"message_id": message_id, "event_id": event_id, "error": describe(error)}
         self.log.warning("stock event failed", extra={**fields, **extra})
 
+    def fail_unreachable(self, parsed: Parsed, exc: BaseException) -> None:
+        """The database cannot be reached: every record fails with one cause, logged once
+        for the batch (one ERROR), not once per record."""
+        self.path = "unavailable"
+        self.log.error(
+            "database unreachable; failing the batch",
+            extra={"records": len(parsed), "error": describe(exc)},
+        )
+        cause = unreachable(exc)
+        for record, _ in parsed:
+            self.failures[record.message_id] = cause
+
     @property
     def rejected(self) -> int:
-        """Failed records that cannot succeed as sent: malformed, or refused by a domain rule."""
+        """Failed records that `failures.rejected` says redelivery cannot help."""
         return sum(rejected(error) for error in self.failures.values())
 
+    @property
+    def retryable(self) -> int:
+        """Failed records that a redelivery may apply (the database, a poison record)."""
+        return len(self.failures) - self.rejected
 
-def apply_batch(
-    database: Database,
-    parsed: list[tuple[SqsRecord, StockEventIn]],
-    outcome: BatchOutcome,
-    *,
-    span: Span = untraced,
-) -> None:
-    """Apply the parsed records in one unit of work; on a poison record, one at a time.
+    def all_failed(self, records: list[SqsRecord]) -> bool:
+        return bool(records) and all(r.message_id in self.failures for r in records)
 
-    A pooled connection that turns out dead (dropped while the environment was
-    frozen, a failover) is retried once on a fresh one; a database that cannot be
-    reached fails every record; any other error means some record breaks the
-    set-based statements, so each record gets its own unit of work.
-    """
+    def response(self, records: list[SqsRecord]) -> BatchResponse:
+        """The failed records' message ids, in delivery order."""
+        return {
+            "batchItemFailures": [
+                {"itemIdentifier": r.message_id} for r in records if r.message_id in self.failures
+            ]
+        }
+
+
+def parse_batch(records: list[SqsRecord], outcome: BatchOutcome) -> Parsed:
+    """The records whose body is a valid stock event; each malformed one fails on its own."""
+    parsed: Parsed = []
+    for record in records:
+        try:
+            parsed.append((record, parse_stock_event(record.body)))
+        except MalformedEventError as exc:
+            outcome.fail(record.message_id, None, exc)
+    return parsed
+
+
+def apply_batch(database: Database, parsed: Parsed, outcome: BatchOutcome, *, span: Span) -> None:
+    """Apply the parsed records in one unit of work; on a poison record, one at a time."""
     events = [stock_event for _, stock_event in parsed]
     try:
         with span("## ingest_stock_events", records=len(events)):
             result = _ingest(database, events, outcome.log)
     except Exception as exc:
         if cannot_reach_database(exc):
-            outcome.path = "unavailable"
-            # One line for the batch, not one per record: they all share this cause.
-            outcome.log.error(
-                "database unreachable; failing the batch",
-                extra={"records": len(parsed), "error": describe(exc)},
-            )
-            cause = DatabaseUnavailableError(f"database unreachable: {describe(exc)}")
-            for record, _ in parsed:
-                outcome.failures[record.message_id] = cause
+            outcome.fail_unreachable(parsed, exc)
             return
         outcome.log.warning(
             "batch apply failed; applying one record at a time",
@@ -114,12 +140,10 @@ def apply_batch(
         _apply_each(database, parsed, outcome, span)
         return
     outcome.path = "batch"
-    _settle(parsed, result, outcome)
+    settle(parsed, result, outcome)
 
 
-def _settle(
-    parsed: list[tuple[SqsRecord, StockEventIn]], result: IngestResult, outcome: BatchOutcome
-) -> None:
+def settle(parsed: Parsed, result: IngestResult, outcome: BatchOutcome) -> None:
     """Map the set-based result back to message ids.
 
     A record is acknowledged only when its event id was applied (now or before) and no
@@ -160,20 +184,14 @@ def _ingest(database: Database, events: list[StockEventIn], log: Log) -> IngestR
         return ingest_stock_events(uow, events, chunk_size=len(events))
 
 
-def _apply_each(
-    database: Database,
-    parsed: list[tuple[SqsRecord, StockEventIn]],
-    outcome: BatchOutcome,
-    span: Span,
-) -> None:
-    """The fallback: one unit of work per record, so only the poison record fails."""
+def _apply_each(database: Database, parsed: Parsed, outcome: BatchOutcome, span: Span) -> None:
+    """One unit of work per record; once the database is unreachable, the rest fail fast."""
     from dataaccess import services  # the rare path: not a cold start's import
 
-    unreachable: DatabaseUnavailableError | None = None
+    cause: DatabaseUnavailableError | None = None
     for record, stock_event in parsed:
-        if unreachable is not None:
-            # Fail fast instead of waiting out a connect timeout per record.
-            outcome.fail(record.message_id, stock_event.event_id, unreachable)
+        if cause is not None:
+            outcome.fail(record.message_id, stock_event.event_id, cause)
             continue
         try:
             with span("## apply_stock_event"), database.unit_of_work() as uow:
@@ -183,8 +201,8 @@ def _apply_each(
             continue
         except Exception as exc:
             if cannot_reach_database(exc):
-                unreachable = DatabaseUnavailableError(f"database unreachable: {describe(exc)}")
-                outcome.fail(record.message_id, stock_event.event_id, unreachable)
+                cause = unreachable(exc)
+                outcome.fail(record.message_id, stock_event.event_id, cause)
             else:
                 error = StockEventFailedError(describe(exc))
                 outcome.fail(record.message_id, stock_event.event_id, error, stack=stack(exc))

@@ -1,7 +1,8 @@
 """X-Ray (Powertools Tracer), when tracing is on: a subsegment per unit of work, one per
 statement (its SQL, never its parameters) and one per new connection.
 
-Every function takes the handler module's `tracer`, None when tracing is off.
+The handler calls these only with tracing on, except `traced`, which takes the
+handler's `tracer` or None (tracing off) and then does nothing.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ from typing import Any
 
 from dataaccess import Settings
 from scripts.devdb import APP_ROLE
-from scripts.lambda_loader import load_handler  # also the drills': lambda/ as the runtime has it
+from scripts.lambda_loader import load_handler, unload
 from scripts.run_local import (
     NotRunningError,
     cluster_login,
@@ -194,9 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         module = load_handler()
         print(f"invoking handler.{name} with {event_path.name}", file=sys.stderr)
         response = invoke(module, name, event, max(1, args.repeat))
-        database = module.set_database(None)
-        if database is not None:
-            database.dispose()
+        unload(module)
         print(json.dumps(response, indent=2))
         return 1 if isinstance(response, dict) and "errorType" in response else 0
     finally:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -42,8 +44,33 @@ def load_handler(name: str = "handler") -> ModuleType:
 
 
 def load_fresh_handler() -> ModuleType:
-    """lambda/handler.py under a unique name: a new execution environment."""
-    return load_handler(f"lambda_handler_{secrets.token_hex(4)}")
+    """lambda/handler.py under a unique name: a new execution environment.
+
+    Its Powertools service name (POWERTOOLS_SERVICE_NAME while it imports) is that name
+    too: Powertools keeps one log handler per service name, bound to the sys.stdout of
+    the moment it is made, so a load that logs to the current stdout (pytest's capture,
+    a drill's log file) needs a name of its own. `unload` ends it.
+    """
+    name = f"lambda_handler_{secrets.token_hex(4)}"
+    saved = os.environ.get("POWERTOOLS_SERVICE_NAME")
+    os.environ["POWERTOOLS_SERVICE_NAME"] = name
+    try:
+        return load_handler(name)
+    finally:
+        if saved is None:
+            del os.environ["POWERTOOLS_SERVICE_NAME"]
+        else:
+            os.environ["POWERTOOLS_SERVICE_NAME"] = saved
+
+
+def unload(module: ModuleType) -> None:
+    """End a loaded handler's execution environment: dispose of its Database, drop its log
+    handler, and forget the module."""
+    database = module.set_database(None)
+    if database is not None:
+        database.dispose()
+    logging.getLogger(module.logger.service).handlers.clear()
+    sys.modules.pop(module.__name__, None)
 
 
 def function_module(name: str) -> ModuleType:

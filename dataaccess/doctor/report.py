@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import TypedDict
 
 # The chain, in the order it is walked: each step needs the ones before it.
 STEPS: tuple[str, ...] = (
@@ -34,6 +34,24 @@ EXIT_USAGE = 2  # argparse's own code for a bad command line
 EXIT_CODES: dict[str, int] = {step: 3 + index for index, step in enumerate(STEPS)}
 
 Detail = str | int | float | bool | None | list[str]
+
+
+class StepJson(TypedDict):
+    step: str
+    status: str
+    summary: str
+    fix: str | None
+    notes: list[str]
+    details: dict[str, Detail]
+
+
+class DoctorJson(TypedDict):
+    ok: bool
+    exit_code: int
+    failed_step: str | None
+    target: dict[str, Detail]
+    steps: list[StepJson]
+    not_run: list[str]
 
 
 class Status(StrEnum):
@@ -59,7 +77,7 @@ class StepResult:
     notes: tuple[str, ...] = ()
     details: Mapping[str, Detail] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> StepJson:
         return {
             "step": self.step,
             "status": str(self.status),
@@ -98,7 +116,7 @@ class Report:
     def step(self, name: str) -> StepResult | None:
         return next((s for s in self.steps if s.step == name), None)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> DoctorJson:
         """JSON-ready: what `--json` prints and what a Lambda entry point returns."""
         failed = self.failed
         return {

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
@@ -37,8 +36,9 @@ from drills.proxy import (
 )
 from scripts.devdb import APP_ROLE, local_settings
 from scripts.invoke_local import LocalContext
+from scripts.lambda_loader import load_fresh_handler, unload
 from scripts.localauth import LocalIssuer
-from tests.lambda_.helpers import lambda_env, load_event, load_handler_module
+from tests.lambda_.helpers import lambda_env, load_event
 
 
 @pytest.fixture
@@ -282,10 +282,9 @@ def _exercise_the_api(client) -> None:
 
 
 def _exercise_the_lambda_handlers(proxied: Settings, monkeypatch) -> None:
-    env = lambda_env(proxied) | {"POWERTOOLS_SERVICE_NAME": f"proxy-test-{secrets.token_hex(4)}"}
-    for key, value in env.items():
+    for key, value in lambda_env(proxied).items():
         monkeypatch.setenv(key, value)
-    handler = load_handler_module()
+    handler = load_fresh_handler()
     try:
         database = handler.get_database()
         for sku in ("SKU-RED", "SKU-BLUE"):
@@ -296,11 +295,7 @@ def _exercise_the_lambda_handlers(proxied: Settings, monkeypatch) -> None:
         assert handler.report_handler(load_event("report_direct.json"), LocalContext())
         assert handler.report_handler(load_event("schedule_report.json"), LocalContext())
     finally:
-        previous = handler.set_database(None)
-        if previous is not None:
-            previous.dispose()
-        logging.getLogger(handler.logger.service).handlers.clear()
-        sys.modules.pop(handler.__name__, None)
+        unload(handler)
 
 
 # -- the audit can fail -------------------------------------------------------------

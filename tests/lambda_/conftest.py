@@ -3,9 +3,6 @@ separate "execution environment" with its own module-scope Database."""
 
 from __future__ import annotations
 
-import logging
-import secrets
-import sys
 from collections.abc import Callable, Iterator
 from types import ModuleType
 
@@ -13,7 +10,8 @@ import pytest
 
 from dataaccess import Database, Settings, services
 from scripts.invoke_local import LocalContext
-from tests.lambda_.helpers import SEEDED_STOCK, lambda_env, load_handler_module
+from scripts.lambda_loader import load_fresh_handler, unload
+from tests.lambda_.helpers import SEEDED_STOCK, lambda_env
 
 
 @pytest.fixture
@@ -39,20 +37,13 @@ def new_handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Modul
     def factory(**env: str) -> ModuleType:
         for key, value in env.items():
             monkeypatch.setenv(key, value)
-        # A logger per module: Powertools binds its handler to the sys.stdout of the
-        # moment, which pytest swaps between tests.
-        monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", f"lambda-test-{secrets.token_hex(4)}")
-        module = load_handler_module()
+        module = load_fresh_handler()  # its logger writes to this test's captured stdout
         loaded.append(module)
         return module
 
     yield factory
     for module in loaded:
-        previous = module.set_database(None)
-        if previous is not None:
-            previous.dispose()
-        logging.getLogger(module.logger.service).handlers.clear()
-        sys.modules.pop(module.__name__, None)
+        unload(module)
 
 
 @pytest.fixture

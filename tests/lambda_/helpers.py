@@ -1,4 +1,4 @@
-"""Helpers for the Lambda tests: recorded events, fresh handler modules."""
+"""Helpers for the Lambda tests: recorded events, a deployed function's environment."""
 
 from __future__ import annotations
 
@@ -11,9 +11,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from dataaccess import Database, Settings, services
-from scripts.lambda_loader import load_fresh_handler as load_handler_module
-
-__all__ = ["load_handler_module"]  # tests import it from here: one loader for all
 
 REPO = Path(__file__).resolve().parents[2]
 EVENTS = REPO / "tests" / "events"

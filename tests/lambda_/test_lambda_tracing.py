@@ -21,8 +21,8 @@ from tests.lambda_.helpers import REPO, sqs_event, stock_body
 # Imports the handler from its file, as Lambda does, and says what tracing it got.
 IMPORT_ONLY = """
 import json, sys
-from tests.lambda_.helpers import load_handler_module
-handler = load_handler_module()
+from scripts.lambda_loader import load_fresh_handler
+handler = load_fresh_handler()
 print(json.dumps({"tracer": handler.tracer is not None, "xray_sdk": "aws_xray_sdk" in sys.modules}))
 """
 
@@ -33,7 +33,7 @@ TRACED_INVOCATIONS = """
 import json, os, sys
 from aws_xray_sdk.core import xray_recorder
 from scripts.invoke_local import LocalContext
-from tests.lambda_.helpers import load_handler_module
+from scripts.lambda_loader import load_fresh_handler
 
 class Emitter:
     sent = []
@@ -42,7 +42,7 @@ class Emitter:
     def set_daemon_address(self, address):
         pass
 
-handler = load_handler_module()
+handler = load_fresh_handler()
 emitter = Emitter()
 xray_recorder.configure(emitter=emitter)
 runs = []

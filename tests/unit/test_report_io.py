@@ -1,5 +1,6 @@
-"""The report function's request validated (lambda/report_io.py), on its own: no handler,
-no Database, no PostgreSQL. The environment is passed in, as `report_request` allows."""
+"""The report function's request validated and its result as JSON (lambda/report_io.py), on
+its own: no handler, no Database, no PostgreSQL. The environment is passed in, as
+`report_request` allows."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from dataaccess.reports import MAX_LOW_STOCK_LIMIT
+from dataaccess.reports import MAX_LOW_STOCK_LIMIT, LowStockItem, OrderTotals, StatusTotals
 from scripts.lambda_loader import function_module
 
 report_io = function_module("report_io")
@@ -163,3 +164,26 @@ def test_a_window_across_offsets_compares_instants():
     )
 
     assert request.until - request.since == dt.timedelta(hours=1)
+
+
+def test_the_report_result_is_the_documented_json():
+    since = dt.datetime(2024, 6, 1, tzinfo=dt.UTC)
+    until = dt.datetime(2024, 6, 2, tzinfo=dt.UTC)
+    result = report_io.ReportResult(
+        threshold=10,
+        totals=OrderTotals(since, until, StatusTotals(2, 3597), StatusTotals(1, 9990)),
+        low_stock=[LowStockItem("LOW-1", "low-1", 1)],
+    )
+
+    document = result.to_json()
+
+    # docs/lambda.md, "Report": the shape the function has always returned.
+    assert document == {
+        "window": {"since": "2024-06-01T00:00:00+00:00", "until": "2024-06-02T00:00:00+00:00"},
+        "orders": {
+            "placed": {"count": 2, "total_cents": 3597},
+            "cancelled": {"count": 1, "total_cents": 9990},
+        },
+        "low_stock": {"threshold": 10, "items": [{"sku": "LOW-1", "name": "low-1", "stock": 1}]},
+    }
+    assert json.loads(json.dumps(document)) == document  # JSON types only

@@ -236,3 +236,15 @@ def test_the_recorded_batch_has_the_cases_the_handler_must_tell_apart():
     events = [parse(bodies[i]) for i in (0, 1, 2, 5)]
     assert events[0] == events[2]
     assert events[3].sku == "SKU-NOPE"
+
+
+def test_sqs_records_keep_delivery_order_and_read_two_fields():
+    event = {
+        "Records": [
+            {"messageId": "b", "body": "2", "receiptHandle": "x", "attributes": {}},
+            {"messageId": "a", "body": "1"},
+        ]
+    }
+    records = stock_messages.sqs_records(event)
+
+    assert records == [stock_messages.SqsRecord("b", "2"), stock_messages.SqsRecord("a", "1")]
