@@ -1,7 +1,9 @@
 """Shared data-access layer for Aurora PostgreSQL with RDS IAM authentication.
 
-The public API: `Settings` (`Settings.from_env()`), `create_engine(settings)` and
-`Database` (`Database.from_settings(settings)`, `unit_of_work()`, `dispose()`).
+The public API: `Settings` (`Settings.from_env()`, `SettingsError`),
+`create_engine(settings)` and `Database` (`Database.from_settings(settings)`,
+`unit_of_work()` giving a `UnitOfWork`, `ping()`, `dispose()`); the business rules
+are `dataaccess.services`.
 """
 
 from .database import Database

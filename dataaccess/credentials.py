@@ -139,7 +139,6 @@ class IamTokenProvider:
         credential_expiry: Callable[[], float | None] | None = None,
         clock: Clock = time.time,
         lifetime: float = IAM_TOKEN_LIFETIME,
-        refresh_margin: float = IAM_TOKEN_REFRESH_MARGIN,
     ) -> None:
         self.host, self.port, self.user, self.region = host, port, user, region
         self._client = client
@@ -147,7 +146,6 @@ class IamTokenProvider:
         self._credential_expiry = credential_expiry or self._session_credential_expiry
         self._clock = clock
         self._lifetime = lifetime
-        self._margin = refresh_margin
         self._lock = threading.Lock()
         self._token: str | None = None
         self._reuse_until = 0.0
@@ -166,7 +164,7 @@ class IamTokenProvider:
             expires = now + self._lifetime
             if signer_expiry is not None:
                 expires = min(expires, signer_expiry)
-            self._reuse_until = expires - self._margin
+            self._reuse_until = expires - IAM_TOKEN_REFRESH_MARGIN
             self.minted += 1
             metrics.token_minted()
             return Credential(self.user, self._token)

@@ -115,15 +115,11 @@ class Database:
             provider.reset()
 
 
-# UnitOfWork sets psycopg2's `readonly` flag on a read-only unit of work's
-# connection (psycopg2 then sends BEGIN READ ONLY), or its `autocommit` flag;
-# this clears both when the connection goes back to the pool, so neither leaks
-# into a writer's next transaction. (SQLAlchemy's `postgresql_readonly` execution
-# option does the same for the first through per-checkout connection
-# characteristics, at about twice the cost.)
-
-
 def _end_read_only(dbapi_connection: Any, record: Any) -> None:
+    """At checkin, clear the psycopg2 flags `UnitOfWork.connection` set, so neither
+    leaks into a writer's next transaction. (SQLAlchemy's `postgresql_readonly`
+    execution option would do the same through its per-checkout connection
+    characteristics, at about twice the cost.)"""
     if dbapi_connection is None or dbapi_connection.closed:
         return
     if dbapi_connection.autocommit:

@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 # client before the session exists), so these fragments are all there is.
 # "PAM authentication failed" is what RDS says to a stale IAM token.
 _AUTH_FAILURES = ("password authentication failed", "PAM authentication failed")
-# libpq's own floor for connect_timeout.
-_MIN_CONNECT_TIMEOUT = 2.0
 
 
 def is_auth_failure(exc: BaseException) -> bool:
@@ -230,9 +228,10 @@ def _connect_hook(credentials: CredentialProvider, settings: Settings, *, budget
         while True:
             attempts.append(None)
             credential = credentials.get()
-            # No single attempt outlives the budget (but libpq needs its 2 s).
+            # No single attempt outlives the budget (but libpq needs its floor).
             limit = max(
-                _MIN_CONNECT_TIMEOUT, min(settings.connect_timeout, deadline - time.monotonic())
+                timeouts.LIBPQ_MIN_CONNECT_TIMEOUT,
+                min(settings.connect_timeout, deadline - time.monotonic()),
             )
             params = {
                 **cparams,

@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import IntegrityError
 
 from .errors import DomainError, InsufficientStockError, InvalidRequestError, ProductNotFoundError
-from .records import StockEventIn as StockEventIn
-from .repositories import LEDGER_KEY, NewStockEvent, StockLevel
+from .records import StockEventIn
+from .repositories import LEDGER_KEY, NewStockEvent, StockLevel, violated_constraint
 from .tables import MAX_INT32
 from .uow import UnitOfWork
 
@@ -55,7 +55,7 @@ class RejectedEvent:
 
 @dataclass
 class IngestResult:
-    """Which event ids a batch applied, found already applied, or rejected (in batch order)."""
+    """Which event ids a batch applied (in batch order), found already applied, or rejected."""
 
     applied: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
@@ -68,9 +68,10 @@ class IngestResult:
 
 
 class LedgerRaceError(RuntimeError):
-    """Another transaction recorded one of a chunk's ids after the chunk read the ledger.
+    """One of a chunk's ids is in the ledger already; nothing of the chunk was committed.
 
-    Nothing of the chunk is committed; running it again treats those ids as duplicates.
+    The chunk's first run raises it for a redelivery, and the chunk runs again; the
+    caller sees it only for the race the module docstring names.
     """
 
 
@@ -185,7 +186,7 @@ def _apply_chunk(
         uow.stock_events.record_and_apply(accepted)
     except IntegrityError as exc:
         uow.rollback()
-        if getattr(getattr(exc.orig, "diag", None), "constraint_name", None) == LEDGER_KEY:
+        if violated_constraint(exc) == LEDGER_KEY:
             raise LedgerRaceError(
                 "another transaction recorded one of this chunk's event ids while the chunk "
                 "was applied; nothing of the chunk was committed"

@@ -1,7 +1,8 @@
 """Repositories: SQLAlchemy statements on a unit of work's connection, returning records.
 
 They never begin, commit or close anything. Statements are built once, at
-import, so SQLAlchemy finds their compiled form in its cache on each call.
+import, so SQLAlchemy finds their compiled form in its cache on each call (all
+but `page`'s and `adjust_stock`'s, whose shape depends on their arguments).
 Rows become frozen records (`records.py`) by column name: each statement
 selects the columns its record names.
 """
@@ -30,6 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from . import tables
@@ -46,6 +48,11 @@ _stock_events = tables.stock_events
 
 # The ledger's primary key: the constraint a second insert of an event id violates.
 LEDGER_KEY = "pk_stock_events"
+
+
+def violated_constraint(exc: IntegrityError) -> str | None:
+    """The name of the constraint a statement's IntegrityError reports (None if none)."""
+    return getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
 
 
 def _fields_of(table: Table, record: type) -> list[ColumnElement[Any]]:
@@ -328,7 +335,7 @@ _RECORDED = select(_stock_events.c.event_id).where(
     _stock_events.c.event_id == any_(bindparam("ids", type_=ARRAY(Text)))
 )
 # Hand-written because one round trip for both halves matters to B3 (see
-# docs/benchmarks.md): insert the ledger rows, sorted by event id so that two
+# docs/design.md): insert the ledger rows, sorted by event id so that two
 # transactions wait on each other's keys in one order, and move each product's
 # stock by the sum of its events. An id already in the ledger fails the whole
 # statement (LEDGER_KEY): nothing is recorded and no stock moves.

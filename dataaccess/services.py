@@ -24,10 +24,10 @@ from .errors import (
     OrderNotFoundError,
     ProductNotFoundError,
 )
-from .ingest import StockEventIn as StockEventIn
 from .ingest import apply_stock_event as apply_stock_event
 from .records import CustomerRecord, OrderRecord, ProductRecord
-from .repositories import NewLine
+from .records import StockEventIn as StockEventIn
+from .repositories import NewLine, violated_constraint
 from .tables import MAX_INT32
 from .uow import UnitOfWork
 
@@ -176,7 +176,7 @@ def place_order(
     except IntegrityError as exc:
         # The foreign key checks the customer in the same statement as the insert:
         # one round trip less than asking first, and no window between the two.
-        if _constraint(exc) == "fk_orders_customer_id_customers":
+        if violated_constraint(exc) == "fk_orders_customer_id_customers":
             raise CustomerNotFoundError(f"no customer with id {customer_id}") from exc
         raise
     uow.commit()
@@ -232,11 +232,6 @@ def request_fingerprint(customer_id: int, wanted: dict[str, int]) -> str:
 def _check_range(name: str, value: int, low: int, high: int) -> None:
     if not low <= value <= high:
         raise InvalidRequestError(f"{name} must be between {low} and {high}; got {value}")
-
-
-def _constraint(exc: IntegrityError) -> str | None:
-    diag = getattr(exc.orig, "diag", None)
-    return getattr(diag, "constraint_name", None)
 
 
 @contextmanager

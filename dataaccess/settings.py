@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal, cast
 
+from .timeouts import LIBPQ_MIN_CONNECT_TIMEOUT
+
 AuthMode = Literal["iam", "secret", "password"]
 # Who runs the process; it picks the connect-retry budget's default (see RUNTIME_BUDGETS).
 Runtime = Literal["service", "lambda", "migration"]
@@ -62,6 +64,8 @@ ENV_VARS: tuple[str, ...] = (
 )
 # What to reach and how to log in: Settings.to_env writes these even at their default.
 _LOGIN_FIELDS = frozenset({"host", "port", "name", "user", "auth", "sslmode"})
+# A PostgreSQL role name kept boring: a letter, then ASCII letters, digits or underscores.
+_ROLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
 
 
 class SettingsError(ValueError):
@@ -187,8 +191,9 @@ class Settings:
             max_overflow=env.integer("DB_MAX_OVERFLOW", 5, low=0, high=100),
             pool_recycle=env.integer("DB_POOL_RECYCLE", 1800, low=-1, high=86_400),
             pool_pre_ping_idle=env.integer("DB_POOL_PRE_PING_IDLE", 5, low=0, high=3600),
-            # libpq treats a connect_timeout below 2 s as 2 s.
-            connect_timeout=env.integer("DB_CONNECT_TIMEOUT", 5, low=2, high=300),
+            connect_timeout=env.integer(
+                "DB_CONNECT_TIMEOUT", 5, low=LIBPQ_MIN_CONNECT_TIMEOUT, high=300
+            ),
             connect_retry_budget=env.integer(
                 "DB_CONNECT_RETRY_BUDGET", RUNTIME_BUDGETS[runtime], low=0, high=3600
             ),
@@ -253,6 +258,11 @@ _PROXY_ENDPOINT = re.compile(r"(?:^|\.)proxy-[a-z0-9]+" + _AWS_DOMAIN, re.IGNORE
 _CLUSTER_ENDPOINT = re.compile(r"\.cluster-(?:ro-|custom-)?[a-z0-9]+" + _AWS_DOMAIN, re.IGNORECASE)
 
 
+def is_proxy_endpoint(host: str) -> bool:
+    """`host` is an RDS Proxy endpoint by its AWS name (the default or a custom endpoint)."""
+    return _PROXY_ENDPOINT.search(host) is not None
+
+
 def _check_proxy(
     proxy: bool,
     runtime: Runtime,
@@ -265,7 +275,7 @@ def _check_proxy(
     behind_proxy = [
         (name, value)
         for name, value in (("DB_HOST", host), ("DB_READER_HOST", reader_host))
-        if value and _PROXY_ENDPOINT.search(value)
+        if value and is_proxy_endpoint(value)
     ]
     if runtime == "migration":
         # Migrations hold a session-level advisory lock and set lock_timeout for the
@@ -357,8 +367,9 @@ class _Env:
     def identifier(self, name: str, default: str) -> str:
         value = self.optional(name) or default
         # Role names end up in DDL (quoted), but keep them boring so they
-        # survive every tool that handles them unquoted.
-        if not (value.replace("_", "a").isalnum() and value[0].isalpha() and len(value) <= 63):
+        # survive every tool that handles them unquoted (the migrations check
+        # the same rule).
+        if not _ROLE_NAME.fullmatch(value):
             raise SettingsError(
                 f"{name} must be a PostgreSQL role name: a letter, then letters, digits "
                 f"or underscores, at most 63 characters; got {value!r}"

@@ -1,10 +1,8 @@
 """The schema: SQLAlchemy Core tables of the inventory-and-orders domain.
 
 Alembic's autogenerate compares the migrations with this metadata, and the
-repositories build their statements from these tables. The ORM classes in
-`models.py` are mapped onto them, for ad-hoc ORM work through
-`UnitOfWork.session`; nothing else imports `sqlalchemy.orm`, so a Lambda
-function's cold start never pays for it (bench/RESULTS.md, B7).
+repositories build their statements from these tables; the ORM classes of
+`models.py` are mapped onto them.
 The naming convention gives every constraint a stable name, so Alembic's
 autogenerate and hand-written migrations agree and downgrades can drop by name.
 """

@@ -28,6 +28,9 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions as ext
 
+# libpq counts a connect_timeout under 2 s as 2 s.
+LIBPQ_MIN_CONNECT_TIMEOUT = 2
+
 
 class BoundedConnection(ext.connection):
     """A psycopg2 connection whose waits for the server are bounded.
@@ -84,7 +87,7 @@ def _login_limit(conn: ext.connection) -> float | None:
     """libpq's own `connect_timeout` for a foreign connection still logging in, else None.
 
     Blocking libpq enforces it; in green mode that falls to us. Like libpq: 0 or
-    unset waits forever, and anything under 2 s counts as 2 s.
+    unset waits forever, and anything under its floor counts as the floor.
     """
     if conn.status in _CONNECTED:
         return None
@@ -93,7 +96,7 @@ def _login_limit(conn: ext.connection) -> float | None:
         seconds = int(raw)
     except ValueError:
         return None
-    return None if seconds <= 0 else float(max(seconds, 2))
+    return None if seconds <= 0 else float(max(seconds, LIBPQ_MIN_CONNECT_TIMEOUT))
 
 
 def _give_up(conn: ext.connection, fd: int) -> None:

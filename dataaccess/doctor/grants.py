@@ -18,8 +18,6 @@ from sqlalchemy.engine import Connection
 # Every table privilege PostgreSQL 15+ knows (MAINTAIN, 17+, is left out: older
 # servers reject the word).
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
-# Privileges that can also be granted on single columns.
-_COLUMN_PRIVILEGES = frozenset({"SELECT", "INSERT", "UPDATE", "REFERENCES"})
 
 
 @dataclass(frozen=True)
@@ -66,7 +64,8 @@ ROLE = sa.text(
     "has_schema_privilege(r.oid, 'public', 'CREATE') AS schema_create "
     "FROM pg_roles AS r WHERE r.rolname = :role"
 )
-# One row per table and privilege: held on the whole table, and held on any column.
+# One row per table and privilege: held on the whole table, and held on the whole table
+# or any of its columns (the privileges a column can hold; the others only by table).
 TABLES = sa.text(
     "SELECT c.relname AS table_name, p.privilege AS privilege, "
     "has_table_privilege(:role, c.oid, p.privilege) AS whole_table, "
@@ -175,9 +174,7 @@ def _tables(conn: Connection, expected: Expected, quoted: str) -> list[Problem]:
                 problems += _update_columns(
                     role, quoted, table, expected.update_columns[table], whole_table, updatable
                 )
-            elif privilege not in must and (
-                any_column if privilege in _COLUMN_PRIVILEGES else whole_table
-            ):
+            elif privilege not in must and any_column:
                 problems.append(
                     Problem(
                         f"{role} holds {privilege} on {table}, which it must not",

@@ -18,7 +18,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..settings import Settings
+from ..settings import Settings, is_proxy_endpoint
 from .aws import AwsError, caller_identity, client_config
 
 _CLUSTER_ID = "<cluster-resource-id>"
@@ -34,9 +34,8 @@ class IamHint:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def is_proxy_endpoint(settings: Settings, host: str) -> bool:
-    # RDS Proxy endpoints are <name>.proxy-<id>.<region>.rds.amazonaws.com.
-    return bool(getattr(settings, "proxy", False)) or ".proxy-" in host.lower()
+def _through_proxy(settings: Settings, host: str) -> bool:
+    return settings.proxy or is_proxy_endpoint(host)
 
 
 def iam_login_hint(settings: Settings, signed_host: str, user: str) -> IamHint:
@@ -54,7 +53,7 @@ def iam_login_hint(settings: Settings, signed_host: str, user: str) -> IamHint:
     account, principal = caller_identity(session, config)
     if account is None:
         notes.append(f"the signing principal is {principal}")
-    proxy = is_proxy_endpoint(settings, signed_host)
+    proxy = _through_proxy(settings, signed_host)
     found = (_find_proxy if proxy else _find_cluster)(session, config, signed_host)
     notes.extend(found.notes)
     partition = session.get_partition_for_region(settings.region)

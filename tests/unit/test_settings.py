@@ -134,6 +134,8 @@ def test_secret_mode_takes_the_user_from_the_secret():
         ({"DB_SECRET_RETRY_WINDOW": "-1"}, "DB_SECRET_RETRY_WINDOW"),
         ({"DB_IAM_USER": "app-iam; DROP ROLE x"}, "DB_IAM_USER"),
         ({"DB_IAM_USER": "1app"}, "DB_IAM_USER"),
+        ({"DB_IAM_USER": "rôle"}, "DB_IAM_USER"),  # ASCII only, as the migrations check
+        ({"DB_IAM_USER": "a" * 64}, "DB_IAM_USER"),
         ({"DB_PROXY": "maybe"}, "DB_PROXY"),
         ({"DB_HOST": PROXY_ENDPOINT}, "DB_PROXY"),  # the proxy would refuse the login
         ({"DB_READER_HOST": PROXY_ENDPOINT.replace(".proxy-", "-ro.endpoint.proxy-")}, "DB_PROXY"),
