@@ -56,6 +56,10 @@ def _bounded_env(name: str, default: int, high: int) -> int:
     return int(raw)
 
 
+_TRY_XACT_LOCK = text("SELECT pg_try_advisory_xact_lock(:key)")
+_TRY_SESSION_LOCK = text("SELECT pg_try_advisory_lock(:key)")
+
+
 @contextmanager
 def one_migration_at_a_time(connection: Connection) -> Iterator[None]:
     """Hold the migration lock for the whole run; bound DDL's wait for table locks.
@@ -69,9 +73,7 @@ def one_migration_at_a_time(connection: Connection) -> Iterator[None]:
     ddl_ms = _bounded_env("MIGRATION_LOCK_TIMEOUT_MS", 5000, 3_600_000)
     scoped = connection.in_transaction()
     # Polled rather than waited for, so no statement timeout cuts the wait short.
-    try_lock = text(
-        f"SELECT {'pg_try_advisory_xact_lock' if scoped else 'pg_try_advisory_lock'}(:key)"
-    )
+    try_lock = _TRY_XACT_LOCK if scoped else _TRY_SESSION_LOCK
     deadline = time.monotonic() + wait_s
     while not connection.execute(try_lock, {"key": MIGRATION_LOCK_KEY}).scalar_one():
         if time.monotonic() >= deadline:

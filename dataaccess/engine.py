@@ -25,22 +25,16 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from . import metrics, timeouts
 from .credentials import CredentialProvider, provider_for
-from .resilience import backoff_delays, deadline_after, is_transient_connect_error, writer_gone
+from .resilience import (
+    backoff_delays,
+    deadline_after,
+    is_auth_failure,
+    is_transient_connect_error,
+    writer_gone,
+)
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-
-# libpq reports a refused login as a message only (no SQLSTATE reaches the
-# client before the session exists), so these fragments are all there is.
-# "PAM authentication failed" is what RDS says to a stale IAM token.
-_AUTH_FAILURES = ("password authentication failed", "PAM authentication failed")
-
-
-def is_auth_failure(exc: BaseException) -> bool:
-    """True when the server refused the credential, as opposed to any other connect error."""
-    return isinstance(exc, psycopg2.OperationalError) and any(
-        fragment in str(exc) for fragment in _AUTH_FAILURES
-    )
 
 
 def create_engine(

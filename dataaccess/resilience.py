@@ -24,8 +24,10 @@ from sqlalchemy import exc as sa_exc
 WRITER_GONE_SQLSTATES = frozenset({"25006", "57P01", "57P02", "57P03"})
 
 # libpq reports connect-time failures as text only (no SQLSTATE reaches the client
-# before a session exists), so these fragments are what there is to go on. Each
-# is a state a restart, failover, resume or overload passes through.
+# before a session exists), so these fragments are what there is to go on.
+# A refused login ("PAM authentication failed" is what RDS says to a stale IAM token):
+_AUTH_FAILURES = ("password authentication failed", "PAM authentication failed")
+# States a restart, failover, resume or overload passes through:
 _TRANSIENT_CONNECT = (
     "could not connect to server",
     "connection refused",
@@ -56,6 +58,13 @@ BACKOFF_CAP = 1.0
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "dataaccess_connect_deadline", default=None
 )
+
+
+def is_auth_failure(exc: BaseException) -> bool:
+    """True when the server refused the credential, as opposed to any other connect error."""
+    return isinstance(exc, psycopg2.OperationalError) and any(
+        fragment in str(exc) for fragment in _AUTH_FAILURES
+    )
 
 
 def is_transient_connect_error(exc: BaseException) -> bool:

@@ -120,9 +120,10 @@ def list_products(
     if stock_below is not None:
         # Stock is never negative: below 0 (or 0) matches nothing, yet would read every product.
         _check_range("stock_below", stock_below, 1, MAX_INT32)
-    rows = uow.products.page(after_sku=after, limit=limit + 1, stock_below=stock_below)
-    items = rows[:limit]
-    return ProductPage(items, items[-1].sku if len(rows) > limit else None)
+    # One more than the page holds: whether it comes back says whether a next page exists.
+    fetched = uow.products.page(after_sku=after, limit=limit + 1, stock_below=stock_below)
+    items = fetched[:limit]
+    return ProductPage(items, items[-1].sku if len(fetched) > limit else None)
 
 
 # -- orders ---------------------------------------------------------------------

@@ -11,9 +11,8 @@ import traceback
 
 from sqlalchemy import exc as sa_exc
 
-from dataaccess.engine import is_auth_failure
 from dataaccess.errors import DomainError
-from dataaccess.resilience import is_unavailable
+from dataaccess.resilience import is_auth_failure, is_unavailable
 
 
 class MalformedEventError(ValueError):

@@ -112,4 +112,5 @@ def downgrade() -> None:
 
 
 def _literal() -> str:
-    return "'" + _role()[1:-1] + "'"
+    # For string literals inside DO blocks; _checked allows no quote character.
+    return f"'{_checked(context.config.attributes['iam_user'])}'"

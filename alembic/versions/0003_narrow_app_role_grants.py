@@ -65,11 +65,17 @@ def _role() -> str:
     return _quoted(_checked(context.config.attributes["iam_user"]))
 
 
-def _temporary(verb: str, preposition: str) -> None:
-    op.execute(
-        "DO $$ BEGIN EXECUTE format("
-        f"'{verb} TEMPORARY ON DATABASE %I {preposition} PUBLIC', current_database()); END $$"
-    )
+# The database's name is only known on the server.
+REVOKE_TEMPORARY = """
+    DO $$ BEGIN
+        EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC', current_database());
+    END $$
+"""
+GRANT_TEMPORARY = """
+    DO $$ BEGIN
+        EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO PUBLIC', current_database());
+    END $$
+"""
 
 
 def upgrade() -> None:
@@ -80,12 +86,12 @@ def upgrade() -> None:
     op.execute(
         f"ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE UPDATE, DELETE ON TABLES FROM {role}"
     )
-    _temporary("REVOKE", "FROM")
+    op.execute(REVOKE_TEMPORARY)
 
 
 def downgrade() -> None:
     role = _role()
-    _temporary("GRANT", "TO")
+    op.execute(GRANT_TEMPORARY)
     op.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT {DML} ON TABLES TO {role}")
     for table in KEEP:
         op.execute(f"GRANT {DML} ON {table} TO {role}")

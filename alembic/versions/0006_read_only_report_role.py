@@ -86,7 +86,7 @@ def _role() -> str:
 
 def _literal() -> str:
     # For string literals inside DO blocks; _checked allows no quote character.
-    return "'" + _reader_name() + "'"
+    return f"'{_reader_name()}'"
 
 
 def upgrade() -> None:

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from .chain import diagnose
-from .report import EXIT_CODES, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE
+from .report import EXIT_CODES, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, STEPS
 
 _EPILOG = (
     "exit status: "
@@ -23,9 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser(
         "doctor",
         help="diagnose the database access the DB_* environment describes",
-        description="Walk settings, DNS, TCP, TLS, credential, login, migrations, privileges "
-        "and the reader endpoint from the DB_* environment; stop at the first broken link "
-        "and say what to change. Never prints a password or token.",
+        description=f"Walk the chain from the DB_* environment to a query ({' -> '.join(STEPS)}); "
+        "stop at the first broken link and say what to change. Never prints a password or token.",
         epilog=_EPILOG,
     )
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -102,7 +102,7 @@ class Problem:
 def check_role(conn: Connection, expected: Expected) -> list[Problem]:
     """Every way `expected.role` differs from what the migrations grant it, first the worst."""
     role = expected.role
-    quoted = conn.dialect.identifier_preparer.quote(role)
+    quoted = _quote(conn, role)
     row = conn.execute(ROLE, {"role": role}).mappings().first()
     if row is None:
         return [Problem(f"role {role} does not exist", "alembic upgrade head (the migration task)")]
@@ -123,7 +123,7 @@ def check_role(conn: Connection, expected: Expected) -> list[Problem]:
         problems.append(
             Problem(
                 f"{role} lacks CONNECT on this database",
-                f"GRANT CONNECT ON DATABASE {conn.engine.url.database} TO {quoted}",
+                f"GRANT CONNECT ON DATABASE {_quote(conn, conn.engine.url.database)} TO {quoted}",
             )
         )
     if not row["schema_usage"]:
@@ -161,24 +161,31 @@ def _tables(conn: Connection, expected: Expected, quoted: str) -> list[Problem]:
         problems.append(Problem(f"table {table} is missing", "alembic upgrade head"))
     for table, privileges in sorted(held.items()):
         must = expected.tables.get(table, frozenset())
+        target = _quote(conn, table)
         for privilege in TABLE_PRIVILEGES:
             whole_table, any_column = privileges[privilege]
             if privilege in must and not whole_table:
                 problems.append(
                     Problem(
                         f"{role} lacks {privilege} on {table}",
-                        f"GRANT {privilege} ON {table} TO {quoted}",
+                        f"GRANT {privilege} ON {target} TO {quoted}",
                     )
                 )
             elif privilege == "UPDATE" and table in expected.update_columns:
                 problems += _update_columns(
-                    role, quoted, table, expected.update_columns[table], whole_table, updatable
+                    role,
+                    quoted,
+                    table,
+                    target,
+                    expected.update_columns[table],
+                    whole_table,
+                    updatable,
                 )
             elif privilege not in must and any_column:
                 problems.append(
                     Problem(
                         f"{role} holds {privilege} on {table}, which it must not",
-                        f"REVOKE {privilege} ON {table} FROM {quoted}",
+                        f"REVOKE {privilege} ON {target} FROM {quoted}",
                     )
                 )
     return problems
@@ -188,6 +195,7 @@ def _update_columns(
     role: str,
     quoted: str,
     table: str,
+    target: str,
     columns: frozenset[str],
     whole_table: bool,
     updatable: Mapping[str, set[str]],
@@ -197,8 +205,8 @@ def _update_columns(
             Problem(
                 f"{role} holds UPDATE on all of {table}, which it must not (only on "
                 f"{', '.join(sorted(columns))})",
-                f"REVOKE UPDATE ON {table} FROM {quoted}; "
-                f"GRANT UPDATE ({', '.join(sorted(columns))}) ON {table} TO {quoted}",
+                f"REVOKE UPDATE ON {target} FROM {quoted}; "
+                f"GRANT UPDATE ({', '.join(sorted(columns))}) ON {target} TO {quoted}",
             )
         ]
     have = updatable.get(table, set())
@@ -208,7 +216,7 @@ def _update_columns(
         problems.append(
             Problem(
                 f"{role} lacks UPDATE on {table} ({missing})",
-                f"GRANT UPDATE ({missing}) ON {table} TO {quoted}",
+                f"GRANT UPDATE ({missing}) ON {target} TO {quoted}",
             )
         )
     if have - columns:
@@ -216,7 +224,7 @@ def _update_columns(
         problems.append(
             Problem(
                 f"{role} holds UPDATE on {table} ({extra}), which it must not",
-                f"REVOKE UPDATE ({extra}) ON {table} FROM {quoted}",
+                f"REVOKE UPDATE ({extra}) ON {target} FROM {quoted}",
             )
         )
     return problems
@@ -227,25 +235,31 @@ def _sequences(conn: Connection, expected: Expected, quoted: str) -> list[Proble
     problems: list[Problem] = []
     for row in conn.execute(SEQUENCES, {"role": role}).mappings():
         name = row["sequence_name"]
+        target = _quote(conn, name)
         if row["can_update"]:
             problems.append(
                 Problem(
                     f"{role} holds UPDATE on sequence {name}, which it must not",
-                    f"REVOKE UPDATE ON SEQUENCE {name} FROM {quoted}",
+                    f"REVOKE UPDATE ON SEQUENCE {target} FROM {quoted}",
                 )
             )
         if name in expected.sequences and not (row["can_use"] and row["can_select"]):
             problems.append(
                 Problem(
                     f"{role} lacks USAGE, SELECT on sequence {name}",
-                    f"GRANT USAGE, SELECT ON SEQUENCE {name} TO {quoted}",
+                    f"GRANT USAGE, SELECT ON SEQUENCE {target} TO {quoted}",
                 )
             )
         elif name not in expected.sequences and (row["can_use"] or row["can_select"]):
             problems.append(
                 Problem(
                     f"{role} holds privileges on sequence {name}, which it must not",
-                    f"REVOKE ALL ON SEQUENCE {name} FROM {quoted}",
+                    f"REVOKE ALL ON SEQUENCE {target} FROM {quoted}",
                 )
             )
     return problems
+
+
+def _quote(conn: Connection, name: str | None) -> str:
+    """`name` as it must appear in a statement (quoted only when it has to be)."""
+    return conn.dialect.identifier_preparer.quote(name or "")

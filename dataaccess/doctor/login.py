@@ -15,7 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ..credentials import CredentialProvider
-from ..engine import create_engine, is_auth_failure
+from ..engine import create_engine
+from ..resilience import is_auth_failure
 from ..settings import Settings
 from .iam import iam_login_hint
 from .report import Status, StepResult

@@ -503,6 +503,11 @@ def test_kms_decrypt_denied_names_the_key(app_env, aws_as):
             "app_iam holds SELECT on alembic_version, which it must not",
             "REVOKE SELECT ON alembic_version FROM app_iam",
         ),
+        (  # the fix names the table as a statement must, quoted
+            'CREATE TABLE "Scratch" (id int); GRANT SELECT ON "Scratch" TO app_iam',
+            "app_iam holds SELECT on Scratch, which it must not",
+            'REVOKE SELECT ON "Scratch" FROM app_iam',
+        ),
     ],
 )
 def test_a_grant_that_differs_from_the_migrations(admin_env, admin, change, finding, statement):

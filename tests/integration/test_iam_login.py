@@ -28,8 +28,7 @@ import time_machine
 
 from dataaccess import Database, create_engine, services
 from dataaccess.credentials import IamTokenProvider
-from dataaccess.engine import is_auth_failure
-from dataaccess.resilience import is_transient_connect_error, is_unavailable
+from dataaccess.resilience import is_auth_failure, is_transient_connect_error, is_unavailable
 from scripts.devdb import APP_ROLE
 from scripts.localiam import OTHER_AWS_CREDENTIALS, IamKey, LocalIamEndpoint, cluster_tls
 from scripts.localpg import free_port
