@@ -209,7 +209,7 @@ def stock_events_handler(event: dict[str, Any], context: LambdaContext) -> Batch
         },
     )
     if outcome.all_failed(records):
-        # The rare path: Powertools' batch package costs a cold start ~5 ms to import.
+        # The rare path: importing Powertools' batch package costs ~15 ms (docs/lambda.md).
         from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
         raise BatchProcessingError(
